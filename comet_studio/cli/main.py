@@ -1,0 +1,187 @@
+"""``comet-studio``: each subcommand parses its flags, builds configs, makes one core call and reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from tqdm import tqdm
+
+__all__ = ["main", "build_parser"]
+
+
+class _Bars:
+    """tqdm bars keyed by stage name, fed by the core's progress(stage, done, total) callback."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="img" if stage == "features" else "round",
+                                          dynamic_ncols=True, leave=True)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="simplenet", choices=["simplenet", "flow", "memory"], help="detector head")
+    p.add_argument("--backbone", default="efficientnet-lite0",
+                   choices=["efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2"])
+    p.add_argument("--image-size", type=int, default=256, help="square input size (multiple of 32)")
+    p.add_argument("--epochs", "--rounds", dest="rounds", type=int, default=None, help="training rounds")
+    p.add_argument("--steps", type=int, default=None, help="gradient steps per round")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    strategy = p.add_mutually_exclusive_group()
+    strategy.add_argument("--baseline", action="store_true", help="plain training: no SCL, no meta, no lambda(Sigma)")
+    strategy.add_argument("--refine", action="store_true", help="iterative refinement: hard IQR rejection")
+    p.add_argument("--no-scl", action="store_true", help="CoMet without soft confidence weights")
+    p.add_argument("--no-meta", action="store_true", help="CoMet without meta-learning")
+    p.add_argument("--no-adaptive-l2", action="store_true", help="CoMet with a fixed L2 term")
+    p.add_argument("--iqr-k", type=float, default=1.5, help="IQR threshold T = Q3 + k * IQR")
+    p.add_argument("--prior", default="none", choices=["none", "memory"],
+                   help="first weights from a contamination-robust memory ensemble")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fp16-cache", action="store_true", help="keep cached features in half precision")
+
+
+def configs_from_args(args: argparse.Namespace):
+    """(ModelConfig, TrainConfig) from parsed flags; the only place flags become configs."""
+    from comet_studio.core.config import BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+
+    if args.baseline:
+        comet = CoMetConfig.baseline()
+    elif args.refine:
+        comet = CoMetConfig.refinement()
+    else:
+        comet = CoMetConfig(soft_weights=not args.no_scl, meta=not args.no_meta,
+                            adaptive_l2=not args.no_adaptive_l2, iqr_k=args.iqr_k)
+    if args.refine or args.baseline:
+        comet = CoMetConfig(**{**comet.__dict__, "iqr_k": args.iqr_k})
+    model = ModelConfig(detector=args.model, backbone=BackboneConfig(name=args.backbone, image_size=args.image_size))
+    extra = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
+    train = TrainConfig(comet=comet, device=args.device, seed=args.seed, prior=args.prior,
+                        fp16_cache=args.fp16_cache, **extra)
+    return model, train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from comet_studio.core.run import train_run
+
+    model_config, train_config = configs_from_args(args)
+    stop = threading.Event()
+    bars = _Bars()
+
+    def on_interrupt(signum, frame):  # first Ctrl-C: stop cleanly between steps and save the best so far
+        if stop.is_set():
+            raise KeyboardInterrupt
+        tqdm.write("stopping after the current step (Ctrl-C again to abort)...")
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        run = train_run(args.data_dir, args.out, model_config, train_config, progress=bars, stop=stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bars.close()
+    result = run.model.result_
+    print(f"trained on {len(run.folder)} images ({len(run.folder.skipped)} skipped) on {run.model.device_}"
+          f"{' (stopped early)' if run.stopped else ''}")
+    for item in run.folder.skipped:
+        print(f"  skipped {item.path}: {item.reason}")
+    print(f"IQR threshold {result.threshold:.4g}; {int(result.rejected.sum())} rejected; "
+          f"{int((result.weights < 1).sum())} down-weighted; best round {result.best_round}")
+    t = run.timings
+    print(f"features {t['extract_images_per_second']:.1f} img/s; {t['seconds_per_round']:.2f} s/round")
+    print(f"run written to {run.run_dir}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from comet_studio.core.model import AnomalyModel
+    from comet_studio.core.predict import collect_images, predict_to_csv
+
+    model = AnomalyModel.load(args.run_dir, device=args.device)
+    paths, skipped = collect_images(args.images)
+    if not paths:
+        print("no images to predict", file=sys.stderr)
+        return 2
+    with tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True) as bar:
+        csv_path = predict_to_csv(model, paths, args.out, heatmaps=not args.no_heatmaps, chunk=args.batch_size,
+                                  progress=lambda done, total: bar.update(done - bar.n))
+    for path, reason in skipped:
+        print(f"  skipped {path}: {reason}")
+    print(f"wrote {csv_path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from comet_studio.core.data import load_mvtec
+    from comet_studio.core.evaluation import evaluate_model
+    from comet_studio.core.model import AnomalyModel
+
+    model = AnomalyModel.load(args.run_dir, device=args.device)
+    dataset = load_mvtec(args.category_dir)
+    bars = _Bars()
+    try:
+        metrics = evaluate_model(model, dataset.test, progress=bars)
+    finally:
+        bars.close()
+    out = Path(args.out) if args.out else Path(args.run_dir) / "metrics.json"
+    out.write_text(json.dumps(metrics, indent=2))
+    for key, value in metrics.items():
+        print(f"{key:>16}: {value:.4f}" if isinstance(value, float) else f"{key:>16}: {value}")
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comet-studio", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log warnings and details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a detector on a raw folder or an MVTec category")
+    p.add_argument("data_dir", help="folder of images (recursive), or an MVTec category root (uses its train/)")
+    p.add_argument("--out", required=True, help="run folder to write")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="score images with a trained run; CSV + heatmap overlays")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64, help="images per chunk")
+    p.add_argument("--no-heatmaps", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="image/pixel AUROC, AUPRO, F1-max on an MVTec-layout test set")
+    p.add_argument("run_dir")
+    p.add_argument("category_dir")
+    p.add_argument("--out", default=None, help="metrics.json path (default: RUN_DIR/metrics.json)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

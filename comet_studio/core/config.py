@@ -1,0 +1,257 @@
+"""Frozen, keyword-only configuration objects, validated at construction and saved as JSON.
+
+The CLI and the app build these; the core only receives them. Every field has a default that is a good
+starting point for an uncurated folder of product photos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "BackboneConfig",
+    "SimpleNetConfig",
+    "FlowConfig",
+    "MemoryConfig",
+    "CoMetConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "config_to_dict",
+    "config_from_dict",
+]
+
+BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
+DETECTORS = ("simplenet", "flow", "memory")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    _check(low <= value <= high, f"{name} must be in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneConfig:
+    """Frozen pretrained feature extractor.
+
+    ``layers`` are backbone-specific names; ``None`` picks the backbone's default pair (one stride-8 and one
+    stride-16 stage, as SimpleNet/PatchCore use layer2+layer3 of a ResNet). ``feature_dim`` caps the patch
+    feature size by adaptive average pooling over channels (PatchCore's projection); smaller features are kept.
+    """
+
+    name: str = "efficientnet-lite0"
+    layers: tuple[str, ...] | None = None
+    image_size: int = 256
+    patch_size: int = 3
+    feature_dim: int = 384
+
+    def __post_init__(self) -> None:
+        _check(self.name in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.name!r}")
+        _check(32 <= self.image_size <= 2048 and self.image_size % 32 == 0,
+               f"image_size must be a multiple of 32 in [32, 2048], got {self.image_size!r}")
+        _check(self.patch_size in (1, 3, 5, 7), f"patch_size must be 1, 3, 5 or 7, got {self.patch_size!r}")
+        _check(self.feature_dim >= 8, f"feature_dim must be >= 8, got {self.feature_dim!r}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+            _check(len(self.layers) >= 1, "layers must name at least one layer (or be None for the default)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimpleNetConfig:
+    """Feature adaptor + discriminator trained against Gaussian-noised features.
+
+    ``noise_std`` is in units of the training features' per-channel standard deviation: features are
+    standardised before the adaptor, so the noise scales with the features' spread whatever the backbone.
+    """
+
+    hidden_dim: int = 1024
+    noise_std: float = 0.25
+    margin: float = 0.5
+    learning_rate: float = 2e-4
+    top_k: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim!r}")
+        _check(self.noise_std > 0, f"noise_std must be > 0, got {self.noise_std!r}")
+        _check(self.margin >= 0, f"margin must be >= 0, got {self.margin!r}")
+        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        _check_range("top_k", self.top_k, 0.0, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowConfig:
+    """FrEIA normalizing flow on the patch features (conv subnets, AllInOneBlock couplings)."""
+
+    n_blocks: int = 4
+    hidden_ratio: float = 1.0
+    kernel_size: int = 3
+    clamp: float = 2.0
+    learning_rate: float = 1e-3
+    top_k: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.n_blocks <= 32, f"n_blocks must be in [1, 32], got {self.n_blocks!r}")
+        _check(self.hidden_ratio > 0, f"hidden_ratio must be > 0, got {self.hidden_ratio!r}")
+        _check(self.kernel_size in (1, 3, 5), f"kernel_size must be 1, 3 or 5, got {self.kernel_size!r}")
+        _check(self.clamp > 0, f"clamp must be > 0, got {self.clamp!r}")
+        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        _check_range("top_k", self.top_k, 0.0, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    """Ensemble of sparse random patch memories (nearest-neighbour distance, averaged)."""
+
+    n_memories: int = 8
+    fraction: float = 0.1
+    max_patches: int = 50_000
+    fp16: bool = False
+    top_k: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.n_memories <= 64, f"n_memories must be in [1, 64], got {self.n_memories!r}")
+        _check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction!r}")
+        _check(self.max_patches >= 16, f"max_patches must be >= 16, got {self.max_patches!r}")
+        _check_range("top_k", self.top_k, 0.0, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """What is saved with a model: the backbone and the detector head."""
+
+    detector: Literal["simplenet", "flow", "memory"] = "simplenet"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    simplenet: SimpleNetConfig = field(default_factory=SimpleNetConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    blur_sigma: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check(self.detector in DETECTORS, f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        _check(self.blur_sigma >= 0, f"blur_sigma must be >= 0, got {self.blur_sigma!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoMetConfig:
+    """The CoMet training strategy. Turn every part off (``CoMetConfig.baseline()``) for the plain baseline.
+
+    - Soft Confident Learning (``soft_weights``): IQR threshold T = Q3 + k*IQR over the current per-image
+      scores; weight min(1, (T - med) / (s - med)) above T (median-shifted), 1 below; recomputed every round
+      after ``warmup_rounds``.
+    - Iterative refinement (``refine``): samples above T get weight 0 for the next round.
+    - Meta-learning (``meta``): Reptile over tasks drawn with probability proportional to weight.
+    - Adaptive L2 (``adaptive_l2``): lambda = lambda0 * (1 + gamma * normalised det(Sigma)) over a window
+      of (train, validation) losses.
+    """
+
+    soft_weights: bool = True
+    refine: bool = False
+    meta: bool = True
+    adaptive_l2: bool = True
+    iqr_k: float = 1.5
+    warmup_rounds: int = 1
+    task_size: int = 16
+    support_fraction: float = 0.5
+    inner_steps: int = 3
+    meta_step: float = 0.5
+    l2_base: float = 1e-4
+    l2_gamma: float = 20.0
+    l2_window: int = 10
+    l2_max_factor: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(self.iqr_k >= 0, f"iqr_k must be >= 0, got {self.iqr_k!r}")
+        _check(self.warmup_rounds >= 0, f"warmup_rounds must be >= 0, got {self.warmup_rounds!r}")
+        _check(self.task_size >= 2, f"task_size must be >= 2, got {self.task_size!r}")
+        _check(0 < self.support_fraction < 1, f"support_fraction must be in (0, 1), got {self.support_fraction!r}")
+        _check(self.inner_steps >= 1, f"inner_steps must be >= 1, got {self.inner_steps!r}")
+        _check(0 < self.meta_step <= 1, f"meta_step must be in (0, 1], got {self.meta_step!r}")
+        _check(self.l2_base >= 0 and self.l2_gamma >= 0, "l2_base and l2_gamma must be >= 0")
+        _check(self.l2_window >= 3, f"l2_window must be >= 3, got {self.l2_window!r}")
+
+    @classmethod
+    def baseline(cls) -> "CoMetConfig":
+        """Plain training: every image weight 1, no meta-learning, fixed L2."""
+        return cls(soft_weights=False, refine=False, meta=False, adaptive_l2=False)
+
+    @classmethod
+    def refinement(cls) -> "CoMetConfig":
+        """Iterative refinement: hard IQR rejection each round, plain optimisation."""
+        return cls(soft_weights=False, refine=True, meta=False, adaptive_l2=False)
+
+    @property
+    def weighting(self) -> bool:
+        return self.soft_weights or self.refine
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How long and on what to train. Nothing here looks at test labels."""
+
+    rounds: int = 12
+    steps_per_round: int = 20
+    batch_size: int = 8
+    comet: CoMetConfig = field(default_factory=CoMetConfig)
+    prior: Literal["none", "memory"] = "none"
+    validation_fraction: float = 0.1
+    device: str = "auto"
+    seed: int = 0
+    feature_batch_size: int = 16
+    fp16_cache: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds!r}")
+        _check(self.steps_per_round >= 1, f"steps_per_round must be >= 1, got {self.steps_per_round!r}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
+        _check(self.prior in ("none", "memory"), f"prior must be 'none' or 'memory', got {self.prior!r}")
+        _check(0 <= self.validation_fraction < 0.5,
+               f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+               f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check(self.feature_batch_size >= 1, "feature_batch_size must be >= 1")
+
+
+_NESTED = {
+    "backbone": BackboneConfig,
+    "simplenet": SimpleNetConfig,
+    "flow": FlowConfig,
+    "memory": MemoryConfig,
+    "comet": CoMetConfig,
+}
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config; unknown keys are an error that names them (an older or newer file)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {unknown}; this file was written by a different "
+                         f"version of comet-studio (known keys: {sorted(names)})")
+    kwargs = {}
+    for key, value in data.items():
+        if key in _NESTED and isinstance(value, dict):
+            value = config_from_dict(_NESTED[key], value)
+        elif key == "layers" and value is not None:
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def save_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,98 @@
+"""A raw, unlabelled folder of images: the main input. Bad files are skipped with a named reason."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .images import ImageReadError, is_image_name, read_image
+
+__all__ = ["SkippedFile", "ImageFolder", "scan_folder", "MIN_IMAGES", "NotEnoughImagesError"]
+
+logger = logging.getLogger(__name__)
+MIN_IMAGES = 8
+
+
+class NotEnoughImagesError(ValueError):
+    """The folder does not hold enough usable images to train on."""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """The usable images of a folder (sorted paths) and the files that were skipped, each with why."""
+
+    root: str
+    paths: tuple[str, ...]
+    skipped: tuple[SkippedFile, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _walk(root: Path) -> list[Path]:
+    """All files under root, following symlinked folders once (a symlink loop is not followed twice)."""
+    seen: set[str] = set()
+    files: list[Path] = []
+    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        # Masks of a KolektorSDD2/MVTec layout are labels, not training images.
+        files.extend(Path(directory) / name for name in sorted(filenames))
+    return files
+
+
+def _is_mask_name(path: Path) -> bool:
+    stem = path.stem.lower()
+    return stem.endswith("_gt") or stem.endswith("_mask") or "ground_truth" in path.parts
+
+
+def scan_folder(root: str | Path, *, verify: bool = True, min_images: int = MIN_IMAGES) -> ImageFolder:
+    """List the usable images under ``root`` (recursively).
+
+    Files with an image extension that cannot be decoded, and files without one, are reported in
+    ``skipped`` (and logged as a warning naming each file). Mask files (``*_mask``, ``*_GT``, anything under
+    ``ground_truth``) are ignored silently. Raises ``NotEnoughImagesError`` when fewer than ``min_images``
+    images are usable, and ``FileNotFoundError``/``NotADirectoryError`` for a wrong path.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {root} (give the folder that holds the images)")
+    paths: list[str] = []
+    skipped: list[SkippedFile] = []
+    for path in _walk(root):
+        if _is_mask_name(path):
+            continue
+        if path.name.startswith("."):
+            continue
+        if not is_image_name(path):
+            skipped.append(SkippedFile(str(path), f"not an image file extension ({path.suffix or 'none'})"))
+            continue
+        if verify:
+            try:
+                read_image(path)
+            except ImageReadError as error:
+                skipped.append(SkippedFile(str(path), str(error)))
+                continue
+        paths.append(str(path))
+    for item in skipped:
+        logger.warning("skipped %s: %s", item.path, item.reason)
+    if len(paths) < min_images:
+        raise NotEnoughImagesError(
+            f"{root} holds {len(paths)} usable image(s); at least {min_images} are needed to train"
+            + (f" ({len(skipped)} file(s) skipped, e.g. {skipped[0].path}: {skipped[0].reason})" if skipped else "")
+        )
+    return ImageFolder(root=str(root), paths=tuple(paths), skipped=tuple(skipped))

@@ -1,0 +1,51 @@
+"""The contract every detector head satisfies, so the CoMet trainer wraps any of them unchanged."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["DetectorHead", "top_k_mean"]
+
+
+def top_k_mean(patch_scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Image score: mean of the top ``fraction`` of patch scores (at least one patch) per image.
+
+    A top-1% mean is steadier than the max (one noisy patch does not decide) and still local enough
+    for small defects. ``fraction=0`` gives the max.
+    """
+    flat = patch_scores.flatten(1)
+    k = max(1, int(round(fraction * flat.shape[1])))
+    return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+class DetectorHead(nn.Module):
+    """A detector on cached patch features (B, D, h, w). Higher scores = more anomalous, everywhere.
+
+    - ``fit_statistics(features)``: fixed statistics of the training features (called once before training).
+    - ``trainable_parameters()``: the single list used by the optimiser, Reptile and the L2 term
+      (floating tensors that require grad; never FrEIA's fixed permutations).
+    - ``per_sample_loss(features, generator)``: one loss per image, so confidence weights multiply it.
+    - ``patch_scores(features)``: (B, h, w) anomaly scores per patch.
+    """
+
+    trainable: bool = True
+    top_k: float = 0.01
+
+    def fit_statistics(self, features: torch.Tensor) -> None:
+        """Default: nothing to fit."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad and p.is_floating_point()]
+
+    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_scores(self, features: torch.Tensor) -> torch.Tensor:
+        return top_k_mean(self.patch_scores(features), self.top_k)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.patch_scores(features)

@@ -1,0 +1,58 @@
+"""SimpleNet-style head: feature adaptor + discriminator trained against Gaussian-noised features."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import SimpleNetConfig
+from .base import DetectorHead
+
+__all__ = ["SimpleNetHead"]
+
+
+class SimpleNetHead(DetectorHead):
+    """Patch features are standardised with the training set's per-channel mean and std (buffers), adapted
+    by a linear layer (initialised to the identity) and scored by an MLP discriminator.
+
+    Training: real adapted patches should score above ``margin``, the same patches plus N(0, noise_std^2)
+    noise below ``-margin`` (hinge loss). Because the noise lives in standardised units it scales with the
+    features' spread: a fixed 0.015 (SimpleNet's value for its own features) is far too small for
+    EfficientNet block outputs (std 3-6), and the head then memorises every training patch.
+    Patch anomaly score = -discriminator(adaptor(x)).
+    """
+
+    def __init__(self, dim: int, config: SimpleNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.top_k = config.top_k
+        self.adaptor = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.adaptor.weight.copy_(torch.eye(dim))
+            self.adaptor.bias.zero_()
+        self.discriminator = nn.Sequential(
+            nn.Linear(dim, config.hidden_dim), nn.LeakyReLU(0.2), nn.Linear(config.hidden_dim, 1))
+        self.register_buffer("feature_mean", torch.zeros(dim))
+        self.register_buffer("feature_std", torch.ones(dim))
+
+    def fit_statistics(self, features: torch.Tensor) -> None:
+        patches = features.float().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        self.feature_mean.copy_(patches.mean(0))
+        self.feature_std.copy_(patches.std(0).clamp_min(1e-6))
+
+    def _adapted(self, features: torch.Tensor) -> torch.Tensor:
+        patches = features.float().permute(0, 2, 3, 1)  # (B, h, w, D)
+        return self.adaptor((patches - self.feature_mean) / self.feature_std)
+
+    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        adapted = self._adapted(features)
+        noise = torch.randn(adapted.shape, generator=generator, device=adapted.device) * self.config.noise_std
+        true_scores = self.discriminator(adapted).squeeze(-1)
+        fake_scores = self.discriminator(adapted + noise).squeeze(-1)
+        margin = self.config.margin
+        loss = F.relu(margin - true_scores) + F.relu(margin + fake_scores)
+        return loss.flatten(1).mean(dim=1)
+
+    def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
+        return -self.discriminator(self._adapted(features)).squeeze(-1)

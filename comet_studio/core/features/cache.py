@@ -1,0 +1,105 @@
+"""Extract patch features once for a set of images, batched, on the GPU when there.
+
+GPU out-of-memory halves the batch, and at batch 1 falls back to the CPU, with a logged message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.transforms import load_resized, to_tensor
+from .extractor import FeatureExtractor
+
+__all__ = ["extract_features", "resolve_device", "StopRequested"]
+
+logger = logging.getLogger(__name__)
+ImageItem = str | Path | np.ndarray
+
+
+class StopRequested(Exception):
+    """Raised between batches when the caller's stop event is set."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` means CUDA when available, else CPU; asking for CUDA without one is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def _run(extractor: FeatureExtractor, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode():
+        return extractor(batch.to(device, non_blocking=True)).float().cpu()
+
+
+def extract_features(
+    extractor: FeatureExtractor,
+    items: Sequence[ImageItem],
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    fp16: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> torch.Tensor:
+    """Features (N, D, h, w) on the CPU for image paths or RGB arrays, in order.
+
+    Decoding runs in a small thread pool ahead of the network. ``progress(done, total)`` is called after
+    each batch. ``fp16`` stores the result in half precision (half the memory).
+    """
+    device = torch.device(device) if isinstance(device, str) else device
+    size = extractor.config.image_size
+    extractor.to(device)
+    n = len(items)
+    h, w = extractor.grid
+    out = torch.empty((n, extractor.out_dim, h, w), dtype=torch.float16 if fp16 else torch.float32)
+    chunks = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(lambda idx=idx: to_tensor([load_resized(items[i], size) for i in idx]))
+                   for idx in chunks[:2]]
+        done = 0
+        for k, idx in enumerate(chunks):
+            if stop is not None and stop.is_set():
+                raise StopRequested("stopped during feature extraction")
+            batch = futures[k].result()
+            if k + 2 < len(chunks):
+                futures.append(pool.submit(lambda idx=chunks[k + 2]: to_tensor(
+                    [load_resized(items[i], size) for i in idx])))
+            feats, device = _run_with_fallback(extractor, batch, device)
+            out[idx[0]: idx[-1] + 1] = feats.to(out.dtype)
+            done += len(idx)
+            if progress is not None:
+                progress(done, n)
+    return out
+
+
+def _run_with_fallback(extractor: FeatureExtractor, batch: torch.Tensor,
+                       device: torch.device) -> tuple[torch.Tensor, torch.device]:
+    try:
+        return _run(extractor, batch, device), device
+    except torch.OutOfMemoryError:
+        if device.type != "cuda":
+            raise
+        torch.cuda.empty_cache()
+    size = len(batch) // 2
+    while size >= 1:
+        try:
+            logger.warning("GPU out of memory: retrying feature extraction with batch size %d", size)
+            parts = [_run(extractor, batch[i:i + size], device) for i in range(0, len(batch), size)]
+            return torch.cat(parts), device
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            size //= 2
+    logger.warning("GPU out of memory at batch size 1: extracting features on the CPU instead")
+    cpu = torch.device("cpu")
+    extractor.to(cpu)
+    return _run(extractor, batch, cpu), cpu

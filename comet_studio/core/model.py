@@ -1,0 +1,205 @@
+"""``AnomalyModel``: the estimator. Configure, ``fit`` on unlabelled images, ``predict``, ``save``, ``load``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
+from .detectors import build_head
+from .features import FeatureExtractor, extract_features, resolve_device
+from .inference import InferenceModel, Scores
+from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from .postprocess import PostProcessor
+from .training import CoMetTrainer, FitResult, RoundEvent
+from .training.weighting import Override
+
+__all__ = ["AnomalyModel", "NotFittedError", "Prediction"]
+
+ImageItem = str | Path | np.ndarray
+Progress = Callable[[str, int, int], None]
+
+
+class NotFittedError(RuntimeError):
+    """``predict``/``save`` before ``fit`` or ``load``."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per-image results: normalised score (threshold 0.5), label, raw score, heatmap at model resolution."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    raw_scores: np.ndarray
+    maps: np.ndarray  # (N, S, S) float32, normalised like the scores
+
+
+def _quiet_extractor(config) -> FeatureExtractor:
+    # The EfficientNet package prints "Loaded pretrained weights" on every build.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return FeatureExtractor(config)
+
+
+class AnomalyModel:
+    """A frozen backbone + a detector head trained with CoMet on an uncurated image set.
+
+    >>> model = AnomalyModel(ModelConfig(), train=TrainConfig(rounds=8)).fit(paths)
+    >>> model.predict(test_paths).scores  # 0.5 = decision threshold, higher = more anomalous
+
+    Fitted attributes end in ``_``: ``result_`` (per-sample scores, weights, rejections, history),
+    ``features_`` (the cached training features, reused by retraining with overrides).
+    """
+
+    def __init__(self, config: ModelConfig | None = None, *, train: TrainConfig | None = None) -> None:
+        self.config = config or ModelConfig()
+        self.train_config = train or TrainConfig()
+
+    # -- fitting -------------------------------------------------------------------------------------------
+    def extract(self, images: Sequence[ImageItem], *, progress: Progress | None = None,
+                stop: threading.Event | None = None) -> torch.Tensor:
+        """Features of ``images`` with this model's frozen backbone (computed once; reuse them)."""
+        extractor = self._extractor()
+        report = (lambda done, total: progress("features", done, total)) if progress else None
+        return extract_features(extractor, images, device=self.device_, batch_size=self.train_config.feature_batch_size,
+                                fp16=self.train_config.fp16_cache, progress=report, stop=stop)
+
+    def fit(
+        self,
+        images: Sequence[ImageItem],
+        *,
+        features: torch.Tensor | None = None,
+        overrides: dict[int, Override] | None = None,
+        prior_scores: np.ndarray | None = None,
+        callback: Callable[[RoundEvent], None] | None = None,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ) -> "AnomalyModel":
+        """Train on ``images`` (paths or RGB arrays). ``features`` skips extraction when already cached;
+        ``overrides`` maps an image index to "good" (weight 1) or "exclude" (weight 0)."""
+        if len(images) < 2:
+            raise ValueError(f"need at least 2 training images, got {len(images)}")
+        self.device_ = resolve_device(self.train_config.device)
+        torch.manual_seed(self.train_config.seed)
+        if features is None:
+            features = self.extract(images, progress=progress, stop=stop)
+        if len(features) != len(images):
+            raise ValueError(f"features hold {len(features)} images but {len(images)} were given")
+        extractor = self._extractor()
+        torch.manual_seed(self.train_config.seed)
+        head = build_head(self.config, extractor.out_dim, extractor.grid)
+        if callback is not None and progress is not None:
+            user_callback = callback
+
+            def callback(event: RoundEvent) -> None:  # noqa: F811 - report rounds as progress too
+                progress("rounds", event.round + 1, event.rounds)
+                user_callback(event)
+        result = CoMetTrainer(self.train_config).fit(
+            head, features, device=self.device_, overrides=overrides, prior_scores=prior_scores,
+            callback=callback, stop=stop)
+        post = PostProcessor()
+        post.set(result.threshold, result.median)
+        self.inference_ = InferenceModel(extractor, head, post, self.config.blur_sigma).to(self.device_).eval()
+        self.features_ = features
+        self.result_: FitResult = result
+        return self
+
+    def _extractor(self) -> FeatureExtractor:
+        cached = getattr(self, "extractor_", None)
+        if cached is None or cached.config != self.config.backbone:
+            self.device_ = getattr(self, "device_", None) or resolve_device(self.train_config.device)
+            self.extractor_ = _quiet_extractor(self.config.backbone).to(self.device_)
+        return self.extractor_
+
+    # -- inference -----------------------------------------------------------------------------------------
+    def _check_fitted(self) -> InferenceModel:
+        model = getattr(self, "inference_", None)
+        if model is None:
+            raise NotFittedError("this AnomalyModel is not fitted: call fit(images) or AnomalyModel.load(run_dir)")
+        return model
+
+    @torch.no_grad()
+    def predict_features(self, features: torch.Tensor, batch_size: int = 32) -> Prediction:
+        model = self._check_fitted()
+        parts = [model.scores_from_features(features[i:i + batch_size].to(self.device_).float())
+                 for i in range(0, len(features), batch_size)]
+        return _to_prediction(parts)
+
+    def predict(self, images: Sequence[ImageItem], *, batch_size: int = 16,
+                progress: Progress | None = None) -> Prediction:
+        """Score images (paths or RGB arrays)."""
+        self._check_fitted()
+        features = self.extract(images, progress=progress)
+        return self.predict_features(features, batch_size)
+
+    @property
+    def threshold_(self) -> float:
+        return float(self._check_fitted().post.threshold)
+
+    # -- persistence ---------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``model.json`` (head and post-processing only: the backbone is
+        rebuilt from its pretrained package)."""
+        model = self._check_fitted()
+        tensors = {f"head.{k}": v for k, v in model.head.state_dict().items()}
+        tensors.update({f"post.{k}": v for k, v in model.post.state_dict().items()})
+        meta = {"version": __version__, "model": config_to_dict(self.config),
+                "feature_dim": model.extractor.out_dim, "grid": list(model.extractor.grid),
+                "layers": list(model.extractor.layers), "threshold": float(model.post.threshold),
+                "median": float(model.post.median), "normalisation": {"mean": list(model.extractor.backbone.mean),
+                                                                      "std": list(model.extractor.backbone.std)}}
+        write_checkpoint(directory, tensors, meta)
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str = "auto") -> "AnomalyModel":
+        """Load a model saved by ``save`` (a run folder or its ``model/`` folder)."""
+        tensors, meta = read_checkpoint(directory)
+        try:
+            config = config_from_dict(ModelConfig, meta["model"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{directory}: model config cannot be read ({error})") from error
+        self = cls(config, train=TrainConfig(device=device))
+        self.device_ = resolve_device(device)
+        extractor = self._extractor()
+        if extractor.out_dim != meta.get("feature_dim") or list(extractor.grid) != meta.get("grid"):
+            raise CheckpointError(
+                f"{directory}: saved for features of dim {meta.get('feature_dim')} on grid {meta.get('grid')}, "
+                f"but this backbone gives dim {extractor.out_dim} on {list(extractor.grid)}; the checkpoint "
+                f"comes from a different comet-studio or backbone version")
+        head = build_head(config, extractor.out_dim, extractor.grid)
+        post = PostProcessor()
+        _load_state(head, tensors, "head.", directory)
+        _load_state(post, tensors, "post.", directory)
+        self.inference_ = InferenceModel(extractor, head, post, config.blur_sigma).to(self.device_).eval()
+        return self
+
+
+def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, directory) -> None:
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{directory}: checkpoint does not match its config ({prefix.rstrip('.')}): missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}. It was written by a different version or "
+            f"edited by hand; retrain it.")
+    module.load_state_dict(state, strict=True)
+
+
+def _to_prediction(parts: list[Scores]) -> Prediction:
+    return Prediction(
+        scores=torch.cat([p.image_score for p in parts]).cpu().numpy().astype(np.float64),
+        labels=torch.cat([p.pred_label for p in parts]).cpu().numpy(),
+        raw_scores=torch.cat([p.raw_score for p in parts]).cpu().numpy().astype(np.float64),
+        maps=torch.cat([p.anomaly_map for p in parts]).cpu().numpy().astype(np.float32),
+    )

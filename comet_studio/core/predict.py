@@ -1,0 +1,82 @@
+"""Batch prediction over many images: streamed in chunks, so a large folder never sits in memory."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+
+from .data.folder import scan_folder
+from .data.images import ImageReadError, is_image_name, read_image
+from .model import AnomalyModel, Prediction
+from .visualize import overlay_heatmap
+
+__all__ = ["collect_images", "iter_predictions", "predict_to_csv"]
+
+
+def collect_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image paths from files and folders (folders recursively); returns (paths, skipped (path, reason))."""
+    paths: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            folder = scan_folder(item, verify=False, min_images=0)
+            paths.extend(folder.paths)
+            skipped.extend((s.path, s.reason) for s in folder.skipped)
+        elif item.is_file() and is_image_name(item):
+            paths.append(str(item))
+        elif item.exists():
+            skipped.append((str(item), f"not an image file extension ({item.suffix or 'none'})"))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+    return paths, skipped
+
+
+def iter_predictions(model: AnomalyModel, paths: Sequence[str], *, chunk: int = 64
+                     ) -> Iterator[tuple[list[str], Prediction | None, list[tuple[str, str]], list]]:
+    """(paths, prediction, unreadable, images) per chunk. Unreadable files are reported, not raised."""
+    for start in range(0, len(paths), chunk):
+        good, bad = [], []
+        images = []
+        for p in paths[start:start + chunk]:
+            try:
+                images.append(read_image(p))
+                good.append(p)
+            except ImageReadError as error:
+                bad.append((p, str(error)))
+        if good:
+            yield good, model.predict(images), bad, images
+        elif bad:
+            yield [], None, bad, []
+
+
+def predict_to_csv(model: AnomalyModel, paths: Sequence[str], out_dir: str | Path, *, heatmaps: bool = True,
+                   chunk: int = 64, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write ``predictions.csv`` (path, score, raw_score, label, error) and optional overlays into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    heat_dir = out / "heatmaps"
+    if heatmaps:
+        heat_dir.mkdir(exist_ok=True)
+    csv_path = out / "predictions.csv"
+    done = 0
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "score", "raw_score", "label", "error"])
+        for good, prediction, bad, images in iter_predictions(model, paths, chunk=chunk):
+            for i, p in enumerate(good):
+                label = "anomalous" if prediction.labels[i] else "good"
+                writer.writerow([p, f"{prediction.scores[i]:.6f}", f"{prediction.raw_scores[i]:.6g}", label, ""])
+                if heatmaps:
+                    overlay = overlay_heatmap(images[i], prediction.maps[i])
+                    name = f"{done + i:06d}_{Path(p).stem}.png"
+                    cv2.imwrite(str(heat_dir / name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            for p, reason in bad:
+                writer.writerow([p, "", "", "", reason])
+            done += len(good) + len(bad)
+            if progress is not None:
+                progress(done, len(paths))
+    return csv_path

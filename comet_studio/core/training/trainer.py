@@ -1,0 +1,242 @@
+"""The CoMet trainer: model-agnostic confident meta-learning over cached features.
+
+Each round: train (plain mini-batches or Reptile tasks, drawn with probability proportional to the
+confidence weights), then score every training image with the current model and recompute the weights for
+the next round. Model selection uses only a held-out split of the training images (their self-supervised
+loss), never test labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..detectors.base import DetectorHead
+from .meta import MetaLearner
+from .regularization import AdaptiveL2, l2_to_anchor
+from .weighting import Override, SampleWeights, confidence_weights
+
+__all__ = ["RoundEvent", "FitResult", "CoMetTrainer", "score_features"]
+
+
+@dataclass(frozen=True)
+class RoundEvent:
+    """What one round did, for a progress bar, a live plot or history.json."""
+
+    round: int
+    rounds: int
+    train_loss: float
+    val_loss: float
+    lam: float
+    threshold: float
+    scores: np.ndarray
+    weights: np.ndarray
+    rejected: np.ndarray
+    seconds: float
+    best_round: int
+
+    def summary(self) -> dict:
+        return {"round": self.round, "train_loss": self.train_loss, "val_loss": self.val_loss, "lambda": self.lam,
+                "threshold": self.threshold, "seconds": self.seconds, "best_round": self.best_round,
+                "n_rejected": int(self.rejected.sum()), "mean_weight": float(self.weights.mean())}
+
+
+@dataclass
+class FitResult:
+    """The outcome of ``CoMetTrainer.fit``. Scores and weights come from the selected (best) model."""
+
+    scores: np.ndarray
+    weights: np.ndarray
+    rejected: np.ndarray
+    threshold: float
+    median: float
+    best_round: int
+    stopped: bool
+    history: list[dict] = field(default_factory=list)
+    validation_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+
+@torch.no_grad()
+def score_features(head: DetectorHead, features: torch.Tensor, device: torch.device,
+                   batch_size: int = 32) -> np.ndarray:
+    """Image scores for cached features, batched on ``device``."""
+    head.eval()
+    out = [head.image_scores(features[i:i + batch_size].to(device).float()).cpu()
+           for i in range(0, len(features), batch_size)]
+    head.train()
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+class CoMetTrainer:
+    """Trains any ``DetectorHead`` on cached features with the CoMet strategy in ``config.comet``."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def fit(
+        self,
+        head: DetectorHead,
+        features: torch.Tensor,
+        *,
+        device: torch.device,
+        overrides: dict[int, Override] | None = None,
+        prior_scores: np.ndarray | None = None,
+        callback: Callable[[RoundEvent], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> FitResult:
+        cfg, comet = self.config, self.config.comet
+        n = len(features)
+        overrides = dict(overrides or {})
+        rng = torch.Generator().manual_seed(cfg.seed)
+        noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        head.to(device)
+        head.fit_statistics(features)
+        val_idx, train_idx = _split(n, cfg.validation_fraction, rng)
+        state = _initial_weights(n, overrides, prior_scores, comet.iqr_k, comet.refine)
+        if not head.trainable:
+            return self._training_free(head, features, device, overrides, callback)
+
+        params = head.trainable_parameters()
+        anchor = [p.detach().clone() for p in params]
+        optimiser = torch.optim.Adam(params, lr=_learning_rate(head), betas=(0.5, 0.999))
+        l2 = AdaptiveL2(comet.l2_base, comet.l2_gamma, comet.l2_window, comet.l2_max_factor, comet.adaptive_l2)
+        meta = MetaLearner(comet, optimiser) if comet.meta else None
+        best = (math.inf, -1, None)
+        history: list[dict] = []
+        stopped = False
+        for r in range(cfg.rounds):
+            start = time.perf_counter()
+            weights = torch.as_tensor(state.weights, dtype=torch.float32)
+            losses = []
+            steps = max(1, cfg.steps_per_round // (comet.inner_steps + 1)) if meta else cfg.steps_per_round
+            for _ in range(steps):
+                if stop is not None and stop.is_set():
+                    stopped = True
+                    break
+
+                def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+                    batch = features[idx].to(device, non_blocking=True).float()
+                    loss = head.per_sample_loss(batch, noise).mean()
+                    return loss + l2.value * l2_to_anchor(params, anchor)
+
+                if meta is not None:
+                    task = _sample(train_idx, weights, comet.task_size, rng)
+                    train_loss, val_loss = meta.step(params, task, loss_fn)
+                else:
+                    batch_idx = _sample(train_idx, weights, cfg.batch_size, rng)
+                    optimiser.zero_grad(set_to_none=True)
+                    loss = loss_fn(batch_idx)
+                    loss.backward()
+                    optimiser.step()
+                    train_loss = float(loss.detach())
+                    val_loss = _validation_loss(head, features, val_idx, weights, cfg.batch_size, device, rng,
+                                                noise) if len(val_idx) else train_loss
+                l2.update(train_loss, val_loss)
+                losses.append(train_loss)
+            if stopped and not losses:
+                break
+            val = _selection_loss(head, features, val_idx, weights, device, cfg.seed) if len(val_idx) else r
+            # Weights only move after warm-up; select among rounds that trained on them.
+            if val <= best[0] or best[1] < comet.warmup_rounds:
+                best = (val, r, copy.deepcopy(head.state_dict()))
+            scores = score_features(head, features, device)
+            if comet.weighting and r + 1 >= comet.warmup_rounds:
+                state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides)
+            else:
+                state = _with_threshold(state, scores, comet.iqr_k, overrides)
+            event = RoundEvent(
+                round=r, rounds=cfg.rounds, train_loss=float(np.mean(losses)) if losses else math.nan,
+                val_loss=float(val), lam=l2.value, threshold=state.threshold, scores=scores,
+                weights=state.weights.copy(), rejected=state.rejected.copy(),
+                seconds=time.perf_counter() - start, best_round=best[1])
+            history.append(event.summary())
+            if callback is not None:
+                callback(event)
+            if stopped:
+                break
+        if best[2] is not None:
+            head.load_state_dict(best[2])
+        scores = score_features(head, features, device)
+        final = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides) \
+            if comet.weighting else _with_threshold(state, scores, comet.iqr_k, overrides)
+        return FitResult(scores=scores, weights=final.weights, rejected=final.rejected, threshold=final.threshold,
+                         median=final.median, best_round=best[1], stopped=stopped, history=history,
+                         validation_indices=val_idx.numpy())
+
+    def _training_free(self, head, features, device, overrides, callback) -> FitResult:
+        scores = score_features(head, features, device)
+        state = confidence_weights(scores, self.config.comet.iqr_k, hard=self.config.comet.refine,
+                                   overrides=overrides)
+        return FitResult(scores=scores, weights=state.weights, rejected=state.rejected, threshold=state.threshold,
+                         median=state.median, best_round=0, stopped=False, history=[])
+
+
+def _learning_rate(head: DetectorHead) -> float:
+    return float(getattr(getattr(head, "config", None), "learning_rate", 1e-3))
+
+
+def _split(n: int, fraction: float, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, seeded held-out split for model selection (at least 2 images, at most a fraction)."""
+    n_val = int(round(fraction * n)) if fraction > 0 else 0
+    n_val = min(max(n_val, 2 if fraction > 0 else 0), n - 4) if n > 6 else 0
+    order = torch.randperm(n, generator=rng)
+    return order[:n_val].sort().values, order[n_val:].sort().values
+
+
+def _initial_weights(n: int, overrides: dict[int, Override], prior_scores: np.ndarray | None, k: float,
+                     hard: bool) -> SampleWeights:
+    if prior_scores is not None:
+        return confidence_weights(prior_scores, k, hard=hard, overrides=overrides)
+    weights = np.ones(n)
+    rejected = np.zeros(n, dtype=bool)
+    for index, choice in overrides.items():
+        weights[index] = 1.0 if choice == "good" else 0.0
+        rejected[index] = choice == "exclude"
+    return SampleWeights(weights=weights, rejected=rejected, threshold=math.nan, median=math.nan)
+
+
+def _with_threshold(state: SampleWeights, scores: np.ndarray, k: float,
+                    overrides: dict[int, Override]) -> SampleWeights:
+    """Keep the weights, refresh the (reported) IQR threshold from the new scores."""
+    fresh = confidence_weights(scores, k, overrides=overrides)
+    return SampleWeights(state.weights, state.rejected, fresh.threshold, fresh.median)
+
+
+def _sample(pool: torch.Tensor, weights: torch.Tensor, size: int, rng: torch.Generator) -> torch.Tensor:
+    """Indices from ``pool`` drawn without replacement, with probability proportional to weight."""
+    w = weights[pool].clamp_min(0)
+    available = int((w > 0).sum())
+    if available == 0:
+        raise RuntimeError("every training sample has weight 0 (all excluded or rejected); nothing to train on")
+    pick = torch.multinomial(w, min(size, available), replacement=False, generator=rng)
+    return pool[pick]
+
+
+@torch.no_grad()
+def _validation_loss(head, features, val_idx, weights, batch_size, device, rng, noise) -> float:
+    idx = val_idx[torch.randint(len(val_idx), (min(batch_size, len(val_idx)),), generator=rng)]
+    w = weights[idx].to(device)
+    loss = head.per_sample_loss(features[idx].to(device).float(), noise)
+    return float((loss * w).sum() / w.sum().clamp_min(1e-12))
+
+
+@torch.no_grad()
+def _selection_loss(head, features, val_idx, weights, device, seed: int) -> float:
+    """Weighted held-out loss with a fixed noise seed, so rounds are compared on the same noise."""
+    generator = torch.Generator(device=device).manual_seed(seed + 7)
+    total, norm = 0.0, 0.0
+    for i in range(0, len(val_idx), 32):
+        idx = val_idx[i:i + 32]
+        w = weights[idx].to(device)
+        loss = head.per_sample_loss(features[idx].to(device).float(), generator)
+        total += float((loss * w).sum())
+        norm += float(w.sum())
+    return total / max(norm, 1e-12)
