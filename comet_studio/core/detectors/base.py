@@ -15,7 +15,8 @@ def top_k_mean(patch_scores: torch.Tensor, fraction: float) -> torch.Tensor:
     for small defects. ``fraction=0`` gives the max.
     """
     flat = patch_scores.flatten(1)
-    k = max(1, int(round(fraction * flat.shape[1])))
+    # int(): a traced export (TorchScript) sees the size as a tensor; the patch grid is fixed, so k is too.
+    k = max(1, int(round(fraction * int(flat.shape[1]))))
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
