@@ -1,0 +1,148 @@
+"""``comet-studio bench``: the contamination grid (default) or the speed benchmark (``--speed``).
+
+Parses flags into a ``BenchConfig``/``SpeedConfig``, makes one core call and prints the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+__all__ = ["add_bench_parser", "cmd_bench"]
+
+_SHARED_TILES = Path("shared") / "data" / "magnetic_tile"
+
+
+def _list(kind: type, what: str):
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{what}: expected a comma-separated list, got {text!r}") from error
+        if not values:
+            raise argparse.ArgumentTypeError(f"{what}: the list is empty")
+        return values
+    return parse
+
+
+class _Bars:
+    """One tqdm bar per stage: ``cells`` (with ETA) and ``features`` (restarted for each category)."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        bar = self.bars.get(stage)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            unit = "cell" if stage == "cells" else "img"
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, dynamic_ncols=True, initial=done)
+        bar.update(done - bar.n)
+        if stage != "cells" and done >= total:  # one category's extraction is over
+            self.bars.pop(stage).close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def add_bench_parser(sub) -> None:
+    """Register ``bench`` on the subparsers object of the main parser (no core import: --help stays fast;
+    BenchConfig validates the names)."""
+    p = sub.add_parser("bench", help="contamination benchmark (AUROC vs planted noise) or --speed benchmark",
+                       description=__doc__)
+    p.add_argument("data_root", nargs="?", default=None,
+                   help="MVTec-layout root (many categories) or one category folder; for --speed any image "
+                        "folder (default: ../shared/data/magnetic_tile when present)")
+    p.add_argument("--out", default=None, help="output folder (required for the grid; optional for --speed)")
+    p.add_argument("--categories", type=_list(str, "--categories"), default=None, help="e.g. bottle,cable")
+    p.add_argument("--noise", type=_list(float, "--noise"), default=(0.0, 0.1, 0.2, 0.3, 0.4),
+                   help="contamination ratios: planted anomalies / clean training images")
+    p.add_argument("--methods", type=_list(str, "--methods"), default=("baseline", "refine", "comet"),
+                   help="comma-separated: baseline, refine, comet, comet+prior")
+    p.add_argument("--models", type=_list(str, "--models"), default=("simplenet",),
+                   help="comma-separated: simplenet, flow, memory, patchcore")
+    p.add_argument("--seeds", type=_list(int, "--seeds"), default=(0,))
+    p.add_argument("--protocol", default="move", choices=["move", "overlap"],
+                   help="move: planted images leave the test set; overlap: they stay in it too")
+    p.add_argument("--backbone", default="efficientnet-lite0")
+    p.add_argument("--backbones", type=_list(str, "--backbones"),
+                   default=("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2"), help="--speed only")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--rounds", type=int, default=None, help="training rounds (default: TrainConfig's)")
+    p.add_argument("--steps", type=int, default=None, help="gradient steps per round (default: TrainConfig's)")
+    p.add_argument("--max-train", type=int, default=None,
+                   help="cap the clean training images (one fixed seeded subset) for quick looks")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-png", action="store_true", help="write the charts as HTML only")
+    p.add_argument("--speed", action="store_true", help="time feature extraction, training and inference")
+    p.add_argument("--speed-images", type=int, default=32, help="--speed: real images to time on")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return _speed(args) if args.speed else _grid(args)
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from comet_studio.core.bench import BenchConfig, run_bench
+
+    if args.data_root is None or args.out is None:
+        raise ValueError("the benchmark grid needs DATA_ROOT and --out DIR (or use --speed)")
+    config = BenchConfig(noise=args.noise, methods=args.methods, models=args.models, seeds=args.seeds,
+                         categories=args.categories, protocol=args.protocol, backbone=args.backbone,
+                         image_size=args.image_size, rounds=args.rounds, steps_per_round=args.steps,
+                         max_train=args.max_train, device=args.device)
+    bars = _Bars()
+    try:
+        result = run_bench(args.data_root, args.out, config, progress=bars, png=not args.no_png)
+    finally:
+        bars.close()
+    print(result.report.markdown.read_text())
+    print(f"{result.computed} cell(s) run now, {result.reused} reused from {result.out_dir / 'results.csv'}, "
+          f"{result.failed} failed; features extracted now for {result.extracted} image(s)")
+    if result.failed:
+        print("failed cells keep their error in results.csv and results.md; a rerun into --out retries them")
+    print(f"charts: {', '.join(str(p) for p in result.report.html + result.report.png) or 'none'}")
+    if result.report.png_error:
+        print(f"PNG charts not written: {result.report.png_error}")
+    return 1 if result.failed else 0
+
+
+def _default_speed_root() -> Path:
+    for base in (Path.cwd().parent, Path(__file__).resolve().parents[2].parent):
+        if (base / _SHARED_TILES).is_dir():
+            return base / _SHARED_TILES
+    raise ValueError(f"no images given and ../{_SHARED_TILES} not found: pass an image folder to --speed")
+
+
+def _speed(args: argparse.Namespace) -> int:
+    import torch
+
+    from comet_studio.core.bench import SpeedConfig, speed_bench, speed_images, speed_markdown
+
+    config = SpeedConfig(backbones=args.backbones, image_size=args.image_size, device=args.device,
+                         n_images=args.speed_images)
+    root = Path(args.data_root) if args.data_root else _default_speed_root()
+    images = speed_images(root, config.n_images)
+    print(f"speed bench on {len(images)} images from {root}; requested device {args.device}, "
+          f"{torch.get_num_threads()} torch thread(s), image size {config.image_size}")
+    result = speed_bench(images, config)
+    text = speed_markdown(result)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.json").write_text(json.dumps(result, indent=2))
+        (out / "speed.md").write_text(text)
+        print(f"wrote {out / 'speed.json'} and {out / 'speed.md'}")
+    return 0

@@ -1,0 +1,153 @@
+"""The bench report: mean +- std over seeds as a markdown table, and image AUROC vs noise as plotly charts.
+
+Charts are written as HTML (always) and PNG through kaleido, which drives a Chrome/Chromium; when that
+cannot work the report says why and keeps the HTML.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+
+__all__ = ["ReportFiles", "summarise", "markdown_report", "noise_figure", "write_report"]
+
+GROUP = ("category", "model", "method", "protocol", "noise")
+SHOWN = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("f1_max", "F1-max"),
+         ("planted_in_lowest", "planted in lowest"), ("planted_auroc", "planted AUROC"),
+         ("rejection_precision", "rejection P"),
+         ("rejection_recall", "rejection R"), ("fit_seconds", "fit s"))
+NOTE = ("Model selection inside every run uses no test labels: the trainer selects the round by the loss on a "
+        "held-out split of the (contaminated) training set; test labels are used only to compute the metrics.")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    html: list[Path] = field(default_factory=list)
+    png: list[Path] = field(default_factory=list)
+    png_error: str | None = None  # why PNG export did not work, when it did not
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    finite = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if finite.size == 0:
+        return math.nan, math.nan, 0
+    std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+    return float(finite.mean()), std, int(finite.size)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One entry per (category, model, method, protocol, noise): ``<metric>_mean``/``_std`` over the seeds
+    that finished, ``n_seeds`` and ``n_failed``."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in GROUP)].append(row)
+    summary = []
+    for key in sorted(groups):
+        members = groups[key]
+        ok = [r for r in members if not r["error"]]
+        entry = dict(zip(GROUP, key, strict=True))
+        entry.update(n_seeds=len(ok), n_failed=len(members) - len(ok))
+        for metric, _ in SHOWN:
+            entry[f"{metric}_mean"], entry[f"{metric}_std"], _n = _mean_std([r[metric] for r in ok])
+        summary.append(entry)
+    return summary
+
+
+def _cell(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.3f} ± {std:.3f}" if std > 0 else f"{mean:.3f}"
+
+
+def markdown_report(rows: list[dict], settings: dict | None = None) -> str:
+    """results.md: settings, the no-test-labels note, one table per category, then the failed cells."""
+    lines = ["# CoMet Studio bench", ""]
+    if settings:
+        lines += ["Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()), ""]
+    lines += [NOTE, "", "Values are mean ± std over the seeds that finished (`-`: not applicable, e.g. no planted "
+              "images at noise 0). Planted in lowest: share of planted images among the k lowest-weight training "
+              "images (k = number planted); planted AUROC: how well the final training scores separate planted "
+              "from clean training images; rejection P/R: precision/recall of the images whose training score is "
+              "above the IQR fence T (what CoMet down-weights and refinement rejects).", ""]
+    summary = summarise(rows)
+    header = ["model", "method", "protocol", "noise", "seeds"] + [label for _, label in SHOWN]
+    for category in dict.fromkeys(s["category"] for s in summary):
+        lines += [f"## {category}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for s in (s for s in summary if s["category"] == category):
+            seeds = f"{s['n_seeds']}" + (f" ({s['n_failed']} failed)" if s["n_failed"] else "")
+            values = [_cell(s[f"{m}_mean"], s[f"{m}_std"]) for m, _ in SHOWN]
+            lines.append("| " + " | ".join([s["model"], s["method"], s["protocol"], f"{s['noise']:g}", seeds]
+                                           + values) + " |")
+        lines.append("")
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        lines += ["## Failed cells", ""]
+        lines += [f"- {r['category']} / {r['model']} / {r['method']} / noise {r['noise']:g} / seed {r['seed']}: "
+                  f"{r['error']}" for r in failed]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def noise_figure(rows: list[dict], category: str) -> go.Figure:
+    """Image AUROC vs contamination for one category: one line per model+method, std error bars."""
+    summary = [s for s in summarise(rows) if s["category"] == category and s["n_seeds"] > 0]
+    protocols = {s["protocol"] for s in summary}
+    figure = go.Figure()
+    for line in dict.fromkeys((s["model"], s["method"], s["protocol"]) for s in summary):
+        points = sorted((s for s in summary if (s["model"], s["method"], s["protocol"]) == line),
+                        key=lambda s: s["noise"])
+        name = f"{line[0]} + {line[1]}" + (f" ({line[2]})" if len(protocols) > 1 else "")
+        figure.add_trace(go.Scatter(
+            x=[s["noise"] for s in points], y=[s["image_auroc_mean"] for s in points], mode="lines+markers",
+            name=name, error_y={"type": "data", "array": [s["image_auroc_std"] for s in points], "visible": True},
+            customdata=[s["n_seeds"] for s in points],
+            hovertemplate="noise %{x}<br>image AUROC %{y:.3f}<br>seeds %{customdata}<extra>" + name + "</extra>"))
+    figure.update_layout(title=f"{category}: image AUROC vs planted contamination", template="plotly_white",
+                         xaxis_title="contamination ratio (planted anomalies / clean training images)",
+                         yaxis_title="image AUROC (mean ± std over seeds)", legend_title="model + method")
+    return figure
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _write_pngs(figures: list[go.Figure], paths: list[Path]) -> str | None:
+    """PNG through kaleido (one Chromium for all charts). Returns why it failed, or None."""
+    try:
+        pio.write_images(figures, paths, width=900, height=550)
+        return None
+    except Exception as error:  # noqa: BLE001 - any kaleido/browser failure means "HTML only"
+        return (f"PNG export failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                f"the HTML charts were written. kaleido needs Chrome or Chromium: `apt-get install -y chromium` "
+                f"or set BROWSER_PATH to the browser executable")
+
+
+def write_report(out_dir: str | Path, rows: list[dict], *, settings: dict | None = None,
+                 png: bool = True) -> ReportFiles:
+    """Write results.md and, per category, auroc_vs_noise_<category>.html (+ .png when kaleido works)."""
+    out = Path(out_dir)
+    markdown = out / "results.md"
+    text = markdown_report(rows, settings)
+    categories = list(dict.fromkeys(r["category"] for r in rows if not r["error"]))
+    figures = [noise_figure(rows, c) for c in categories]
+    html = []
+    for category, figure in zip(categories, figures, strict=True):
+        path = out / f"auroc_vs_noise_{_safe(category)}.html"
+        # "directory": one plotly.min.js beside the charts, so they open offline.
+        figure.write_html(path, include_plotlyjs="directory")
+        html.append(path)
+    png_paths = [p.with_suffix(".png") for p in html]
+    error = _write_pngs(figures, png_paths) if png and figures else None
+    if error:
+        text += f"\n> Charts: {error}\n"
+    markdown.write_text(text)
+    return ReportFiles(markdown=markdown, html=html, png=[] if error or not png else png_paths, png_error=error)

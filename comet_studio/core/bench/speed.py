@@ -1,0 +1,160 @@
+"""Speed benchmark on real images: feature extraction, training rounds, memory fit, end-to-end inference.
+
+Every number is wall-clock time on this machine with the current torch thread count; a backbone whose
+weights are not installed is reported as ``unavailable: <reason>`` instead of failing the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import BACKBONES, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig, config_to_dict
+from ..data.transforms import load_resized, to_tensor
+from ..features import BackboneUnavailableError, resolve_device
+from ..model import AnomalyModel
+
+__all__ = ["SpeedConfig", "speed_images", "speed_bench", "speed_markdown"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeedConfig:
+    """What to time. ``n_images`` real images are used for extraction (decoding included; best of
+    ``repeats`` passes) and training; inference (backbone + head + map + post-processing on decoded
+    tensors) times ``repeats`` passes at batch 1 and at batch 16 after one warm-up batch each."""
+
+    backbones: tuple[str, ...] = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
+    image_size: int = 256
+    device: str = "auto"
+    n_images: int = 32
+    rounds: int = 2
+    steps_per_round: int = 10
+    repeats: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backbones", tuple(self.backbones))
+        bad = [b for b in self.backbones if b not in BACKBONES]
+        if bad or not self.backbones:
+            raise ValueError(f"unknown or no backbone(s) {bad}; choose from {list(BACKBONES)}")
+        if self.n_images < 4:
+            raise ValueError(f"n_images must be >= 4 (training needs a few images), got {self.n_images}")
+        if self.rounds < 1 or self.steps_per_round < 1 or self.repeats < 1:
+            raise ValueError("rounds, steps_per_round and repeats must be >= 1")
+        BackboneConfig(image_size=self.image_size)  # validates the size now
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _throughput(model: AnomalyModel, images: torch.Tensor, batch: int, repeats: int) -> float:
+    """Images per second of the whole inference module (backbone + head + map + post-processing)."""
+    inference, device = model.inference_, model.device_
+    batches = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)] or [images[:batch]]
+    with torch.inference_mode():
+        inference(batches[0].to(device))  # warm-up: allocator, cuDNN autotune, lazy init
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for x in batches:
+                inference(x.to(device))
+        _sync(device)
+    return repeats * sum(len(x) for x in batches) / (time.perf_counter() - start)
+
+
+def _memory_fit_seconds(config: SpeedConfig, backbone: BackboneConfig, paths: Sequence[str],
+                        features: torch.Tensor) -> float | str:
+    try:
+        model = AnomalyModel(ModelConfig(detector="memory", backbone=backbone),
+                             train=TrainConfig(device=config.device))
+        start = time.perf_counter()
+        model.fit(paths, features=features)
+        return time.perf_counter() - start
+    except (ImportError, ValueError, RuntimeError) as error:
+        return f"unavailable: {type(error).__name__}: {error}"
+
+
+def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig) -> dict:
+    backbone = BackboneConfig(name=name, image_size=config.image_size)
+    train = TrainConfig(rounds=config.rounds, steps_per_round=config.steps_per_round, comet=CoMetConfig(),
+                        device=config.device)
+    model = AnomalyModel(ModelConfig(detector="simplenet", backbone=backbone), train=train)
+    try:
+        model.extract(paths[:2])  # builds the backbone (and fails here when its weights are missing)
+    except BackboneUnavailableError as error:
+        return {"unavailable": str(error)}
+    extract_seconds = []
+    for _ in range(config.repeats):  # best of a few passes: the least disturbed by other processes
+        start = time.perf_counter()
+        features = model.extract(paths)
+        extract_seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    model.fit(paths, features=features)
+    fit_seconds = time.perf_counter() - start
+    rounds = [h["seconds"] for h in model.result_.history]
+    images = to_tensor([load_resized(p, config.image_size) for p in paths[:16]])
+    return {
+        "feature_dim": int(features.shape[1]), "grid": list(features.shape[2:]),
+        "extract_images_per_second": len(paths) / min(extract_seconds),
+        "simplenet_comet_seconds_per_round": sum(rounds) / max(len(rounds), 1),
+        "simplenet_comet_fit_seconds": fit_seconds,
+        "memory_fit_seconds": _memory_fit_seconds(config, backbone, paths, features),
+        "inference_images_per_second_batch1": _throughput(model, images, 1, config.repeats),
+        "inference_images_per_second_batch16": _throughput(model, images, 16, config.repeats),
+    }
+
+
+def speed_images(root: str | Path, n: int) -> list[str]:
+    """The first ``n`` training images of an MVTec category, of the first category under an MVTec root, or
+    of a plain folder (recursively)."""
+    from ..data import load_mvtec, scan_folder
+    from .grid import find_categories
+
+    try:
+        category = next(iter(find_categories(root).values()))
+    except FileNotFoundError:
+        return list(scan_folder(root, min_images=4).paths[:n])
+    return list(load_mvtec(category).train[:n])
+
+
+def speed_bench(images: Sequence[str | Path], config: SpeedConfig | None = None) -> dict:
+    """Time every backbone of ``config`` on the first ``n_images`` of ``images`` (real image paths)."""
+    config = config or SpeedConfig()
+    paths = [str(p) for p in images][: config.n_images]
+    if len(paths) < 4:
+        raise ValueError(f"the speed bench needs at least 4 images, got {len(paths)}")
+    device = resolve_device(config.device)
+    info = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else "CPU", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "n_images": len(paths), "settings": config_to_dict(config)}
+    info["backbones"] = {name: _one_backbone(name, paths, config) for name in config.backbones}
+    return info
+
+
+def _fmt(value) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def speed_markdown(result: dict) -> str:
+    """speed.md: one row per backbone (unavailable ones say why)."""
+    s = result["settings"]
+    lines = ["# CoMet Studio speed", "",
+             f"Device {result['device']} ({result['device_name']}), torch {result['torch']}, "
+             f"{result['torch_threads']} torch thread(s); image size {s['image_size']}, {result['n_images']} "
+             f"real images; SimpleNet + CoMet, {s['rounds']} rounds x {s['steps_per_round']} steps.", "",
+             "| backbone | extract img/s | s/round (SimpleNet+CoMet) | memory fit s | infer img/s @1 | "
+             "infer img/s @16 |", "|---|---|---|---|---|---|"]
+    for name, r in result["backbones"].items():
+        if "unavailable" in r:
+            lines.append(f"| {name} | unavailable: {r['unavailable']} | | | | |")
+            continue
+        lines.append(f"| {name} | {_fmt(r['extract_images_per_second'])} | "
+                     f"{_fmt(r['simplenet_comet_seconds_per_round'])} | {_fmt(r['memory_fit_seconds'])} | "
+                     f"{_fmt(r['inference_images_per_second_batch1'])} | "
+                     f"{_fmt(r['inference_images_per_second_batch16'])} |")
+    return "\n".join(lines) + "\n"

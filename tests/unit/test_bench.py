@@ -1,0 +1,160 @@
+"""The benchmark grid (contamination x method on real magnetic-tile images) and the speed benchmark."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from comet_studio.cli.main import main
+from comet_studio.core.bench import (BenchConfig, SpeedConfig, cap_train, find_categories, read_results, run_bench,
+                                     speed_bench)
+from comet_studio.core.data import load_mvtec
+from comet_studio.core.model import AnomalyModel
+from tests.conftest import TINY, good_tiles
+
+GRID = dict(noise=(0.0, 0.2), methods=("baseline", "comet"), seeds=(0,), image_size=TINY, rounds=2,
+            steps_per_round=2, device="cpu")
+
+
+class _Counter:
+    """Counts AnomalyModel.fit/extract calls (and can make fit fail for one method)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_method_refine: bool = False) -> None:
+        self.fits = 0
+        self.extracts = 0
+        fit, extract = AnomalyModel.fit, AnomalyModel.extract
+
+        def counting_fit(model, *args, **kwargs):
+            self.fits += 1
+            if fail_method_refine and model.train_config.comet.refine:
+                raise RuntimeError("injected failure")
+            return fit(model, *args, **kwargs)
+
+        def counting_extract(model, *args, **kwargs):
+            self.extracts += 1
+            return extract(model, *args, **kwargs)
+
+        monkeypatch.setattr(AnomalyModel, "fit", counting_fit)
+        monkeypatch.setattr(AnomalyModel, "extract", counting_extract)
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_mvtec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    with pytest.MonkeyPatch.context() as mp:
+        counter = _Counter(mp)
+        result = run_bench(tiny_mvtec, out, BenchConfig(**GRID))
+    return result, counter, tiny_mvtec
+
+
+def test_results_csv_has_one_finite_row_per_cell(bench):
+    result, counter, _ = bench
+    rows = read_results(result.out_dir / "results.csv")
+    assert len(rows) == 4 and counter.fits == 4 and result.computed == 4 and result.failed == 0
+    assert {(r["method"], r["noise"]) for r in rows} == {(m, n) for m in GRID["methods"] for n in GRID["noise"]}
+    for row in rows:
+        assert row["error"] == "" and row["category"] == "tile" and row["model"] == "simplenet"
+        for metric in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
+            assert 0.0 <= row[metric] <= 1.0, (metric, row)
+        assert row["fit_seconds"] > 0
+    planted = {r["noise"]: r["n_planted"] for r in rows}
+    assert planted == {0.0: 0, 0.2: 3}  # round(0.2 * 16) anomalies moved into the 16 clean train images
+    noisy = [r for r in rows if r["noise"] == 0.2]
+    assert all(r["n_train"] == 19 and r["n_test"] == 9 for r in noisy)
+    assert all(0.0 <= r["planted_in_lowest"] <= 1.0 and 0 <= r["rejection_recall"] <= 1 for r in noisy)
+
+
+def test_markdown_table_and_charts_are_written(bench):
+    result, _, _ = bench
+    text = result.report.markdown.read_text()
+    assert "| model | method | protocol | noise | seeds | image AUROC" in text
+    assert sum(line.startswith("| simplenet |") for line in text.splitlines()) == 4
+    assert "no test labels" in text
+    assert result.report.html and all(p.exists() for p in result.report.html)
+    # PNG needs Chromium for kaleido: either written, or the reason is recorded (never a crash).
+    assert (result.report.png and all(p.exists() for p in result.report.png)) or result.report.png_error
+
+
+def test_planted_files_are_recorded_and_disjoint_from_test_under_move(bench):
+    result, _, root = bench
+    anomalies = {i.path for i in load_mvtec(root).test if i.label == 1}
+    for method in GRID["methods"]:
+        record = json.loads((result.out_dir / "cells" / "tile" / f"simplenet_{method}_move_noise0.2_seed0.json")
+                            .read_text())
+        planted, test = set(record["planted"]), set(record["test"])
+        assert len(planted) == 3 and planted <= anomalies
+        assert not planted & test
+        assert record["cell"]["image_auroc"] == pytest.approx(
+            next(r for r in result.rows if r["method"] == method and r["noise"] == 0.2)["image_auroc"])
+    # Same (noise, seed) -> the same planted files for every method: paired comparisons.
+    records = [json.loads(p.read_text())["planted"] for p in (result.out_dir / "cells" / "tile").glob("*noise0.2*")]
+    assert all(r == records[0] for r in records)
+
+
+def test_resume_skips_finished_cells_and_reuses_cached_features(bench, monkeypatch):
+    result, _, root = bench
+    before = {(r["method"], r["noise"]): r["finished"] for r in read_results(result.out_dir / "results.csv")}
+    counter = _Counter(monkeypatch)
+    again = run_bench(root, result.out_dir, BenchConfig(**GRID), png=False)
+    assert counter.fits == 0 and counter.extracts == 0 and again.computed == 0 and again.reused == 4
+    assert {(r["method"], r["noise"]): r["finished"] for r in again.rows} == before
+    # A grown grid runs only its new cells, still without re-extracting features.
+    grown = run_bench(root, result.out_dir, BenchConfig(**{**GRID, "noise": (0.0, 0.1, 0.2)}), png=False)
+    assert counter.fits == 2 and counter.extracts == 0 and grown.computed == 2 and len(grown.rows) == 6
+
+
+def test_cli_bench_reuses_the_same_folder(bench, capsys):
+    result, _, root = bench
+    code = main(["bench", str(root), "--out", str(result.out_dir), "--noise", "0,0.2", "--methods", "baseline,comet",
+                 "--image-size", str(TINY), "--rounds", "2", "--steps", "2", "--device", "cpu", "--no-png"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "0 cell(s) run now" in printed and "| simplenet | comet |" in printed
+
+
+def test_other_settings_in_the_same_folder_are_refused(bench):
+    result, _, root = bench
+    with pytest.raises(ValueError, match="new --out folder"):
+        run_bench(root, result.out_dir, BenchConfig(**{**GRID, "image_size": 96}))
+
+
+def test_failed_cell_is_recorded_the_rest_go_on_and_a_rerun_retries_it(tiny_mvtec, tmp_path, monkeypatch):
+    config = BenchConfig(**{**GRID, "noise": (0.2,), "methods": ("baseline", "refine")})
+    with monkeypatch.context() as mp:
+        _Counter(mp, fail_method_refine=True)
+        first = run_bench(tiny_mvtec, tmp_path, config, png=False)
+    rows = {r["method"]: r for r in first.rows}
+    assert first.failed == 1 and rows["refine"]["error"] == "RuntimeError: injected failure"
+    assert math.isnan(rows["refine"]["image_auroc"]) and rows["baseline"]["error"] == ""
+    assert "injected failure" in first.report.markdown.read_text()
+    planted = json.loads((tmp_path / "cells" / "tile" / "simplenet_refine_move_noise0.2_seed0.json").read_text())
+    assert len(planted["planted"]) == 3  # recorded even though training failed
+    counter = _Counter(monkeypatch)
+    second = run_bench(tiny_mvtec, tmp_path, config, png=False)
+    assert counter.fits == 1 and second.failed == 0 and all(r["error"] == "" for r in second.rows)
+
+
+def test_categories_and_train_cap(tiny_mvtec):
+    assert find_categories(tiny_mvtec) == {"tile": tiny_mvtec}
+    assert find_categories(tiny_mvtec.parent, ("tile",)) == {"tile": tiny_mvtec}
+    with pytest.raises(ValueError, match="not found"):
+        find_categories(tiny_mvtec.parent, ("bottle",))
+    with pytest.raises(ValueError, match="unknown method"):
+        BenchConfig(methods=("comet", "magic"))
+    capped = cap_train(load_mvtec(tiny_mvtec), 8)
+    assert len(capped.train) == 8 and capped == cap_train(load_mvtec(tiny_mvtec), 8)
+
+
+def test_speed_bench_returns_positive_numbers():
+    result = speed_bench(good_tiles(8), SpeedConfig(backbones=("efficientnet-lite0", "wide_resnet50_2"),
+                                                    image_size=TINY, device="cpu", n_images=8, rounds=1,
+                                                    steps_per_round=2, repeats=1))
+    assert result["device"] == "cpu" and result["torch_threads"] >= 1
+    lite0 = result["backbones"]["efficientnet-lite0"]
+    for key in ("extract_images_per_second", "simplenet_comet_seconds_per_round",
+                "inference_images_per_second_batch1", "inference_images_per_second_batch16"):
+        assert lite0[key] > 0, key
+    assert isinstance(lite0["memory_fit_seconds"], str) or lite0["memory_fit_seconds"] > 0
+    wrn = result["backbones"]["wide_resnet50_2"]
+    assert "unavailable" in wrn or wrn["extract_images_per_second"] > 0
