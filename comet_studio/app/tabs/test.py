@@ -1,0 +1,215 @@
+"""Test tab: score new images with a trained run; heatmaps, pass/fail at a threshold, and metrics when the
+folder is an MVTec AD category (ground truth in test/ and ground_truth/)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from ...core.data.images import read_image
+from ...core.data.mvtec import LabelledImage, is_mvtec_category, load_mvtec
+from ...core.evaluation import evaluate_model
+from ...core.predict import collect_images, iter_predictions
+from ...core.visualize import overlay_heatmap
+from ...viz.evaluation import roc_figure
+from ...viz.training import empty_figure
+from ..context import AppContext
+from ..media import save_image
+from ..paths import user_path
+from ..runs import run_model
+from ..widgets import refreshed_runs, run_dropdown, user_errors
+
+__all__ = ["TestUI", "gather_inputs", "score_images", "results_table", "create_ui", "bind_events"]
+
+MAX_IMAGES = 300
+SHOW_SIDE = 384
+
+
+def gather_inputs(files: list[str] | None, folder_text: str) -> tuple[list[str], list[LabelledImage] | None, str]:
+    """(paths, labelled items or None, note) from uploaded files and/or a typed path. A typed MVTec AD
+    category (and no uploads) gives its labelled test images; anything else has no ground truth."""
+    paths: list[str] = [str(f) for f in files or []]
+    items: list[LabelledImage] | None = None
+    notes = []
+    if (folder_text or "").strip():
+        path = user_path(folder_text, kind="any")
+        if path.is_dir() and is_mvtec_category(path):
+            category = list(load_mvtec(path).test)
+            paths += [i.path for i in category]
+            items = None if files else category
+            notes.append(f"MVTec AD category: {len(category)} labelled test images")
+        else:
+            found, skipped = collect_images([path])
+            paths += found
+            if skipped:
+                notes.append(f"{len(skipped)} non-image files skipped")
+    if not paths:
+        raise ValueError("no images: upload some or type a folder path (an MVTec AD category gives metrics)")
+    if len(paths) > MAX_IMAGES:
+        # An even spread, so a capped MVTec category keeps every defect type.
+        keep = np.linspace(0, len(paths) - 1, MAX_IMAGES).round().astype(int)
+        notes.append(f"scored {MAX_IMAGES} of {len(paths)} images, evenly spread (use `comet-studio predict` for all)")
+        paths = [paths[k] for k in keep]
+        items = [items[k] for k in keep] if items is not None else None
+    return paths, items, "; ".join(notes)
+
+
+def _shrunk(image: np.ndarray) -> np.ndarray:
+    picture = Image.fromarray(image)
+    picture.thumbnail((SHOW_SIDE, SHOW_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(picture)
+
+
+def _row(out_dir: Path, k: int, path: str, image: np.ndarray, score: float, heatmap: np.ndarray,
+         truth: int | None) -> dict[str, Any]:
+    small = _shrunk(image)
+    return {"name": Path(path).name, "path": path, "score": float(score), "truth": truth, "error": "",
+            "image": str(save_image(small, out_dir / f"{k:04d}_image.png")),
+            "overlay": str(save_image(overlay_heatmap(small, heatmap), out_dir / f"{k:04d}_heatmap.png"))}
+
+
+def score_images(ctx: AppContext, run_id: str, paths: list[str], items: list[LabelledImage] | None,
+                 progress=None) -> tuple[list[dict[str, Any]], dict[str, float] | None]:
+    """Score ``paths`` with the run's model: one JSON-ready row per image (image and heatmap overlay written
+    under the cache). With labelled ``items`` (both classes present) also ``evaluate_model``'s metrics,
+    computed from the same features."""
+    model = run_model(ctx.registry, ctx.runs_dir, run_id)
+    out_dir = ctx.cache_dir / "predictions" / secrets.token_hex(6)
+    report = (lambda _stage, done, total: progress((done, total), desc="scoring")) if progress else None
+    labels = [i.label for i in items] if items is not None else []
+    if items is not None and 0 < sum(labels) < len(labels):
+        features = model.extract(paths, progress=report)
+        prediction = model.predict_features(features)
+        rows = [_row(out_dir, k, p, read_image(p), prediction.scores[k], prediction.maps[k], items[k].label)
+                for k, p in enumerate(paths)]
+        return rows, evaluate_model(model, items, features=features)
+    rows: list[dict[str, Any]] = []
+    for good, prediction, bad, images in iter_predictions(model, paths, chunk=32):
+        rows += [_row(out_dir, len(rows) + i, p, images[i], prediction.scores[i], prediction.maps[i], None)
+                 for i, p in enumerate(good)]
+        rows += [{"name": Path(p).name, "path": p, "score": None, "truth": None, "error": reason,
+                  "image": None, "overlay": None} for p, reason in bad]
+        if report is not None:
+            report("scoring", len(rows), len(paths))
+    return rows, None
+
+
+def results_table(rows: list[dict[str, Any]], threshold: float) -> list[list[Any]]:
+    """(file, score, verdict, ground truth) rows; verdict = anomalous when score > threshold."""
+    table = []
+    for r in rows:
+        truth = "" if r["truth"] is None else ("anomalous" if r["truth"] else "good")
+        if r["score"] is None:
+            table.append([r["name"], None, f"unreadable: {r['error']}", truth])
+        else:
+            verdict = "FAIL (anomalous)" if r["score"] > threshold else "pass"
+            table.append([r["name"], round(r["score"], 4), verdict, truth])
+    return table
+
+
+def _gallery(rows: list[dict[str, Any]], threshold: float) -> list[tuple[str, str]]:
+    return [(r["overlay"], f"{'FAIL' if r['score'] > threshold else 'pass'} {r['score']:.3f} · {r['name']}")
+            for r in rows if r["score"] is not None]
+
+
+def _metrics_markdown(metrics: dict[str, float] | None, rows: list[dict[str, Any]], threshold: float,
+                      note: str) -> str:
+    scored = [r for r in rows if r["score"] is not None]
+    failed = sum(r["score"] > threshold for r in scored)
+    text = f"**{len(scored)} images scored**, {failed} above the threshold {threshold:.2f}"
+    text += f" ({note})" if note else ""
+    if metrics:
+        text += (f"  \nimage AUROC **{metrics['image_auroc']:.3f}** · pixel AUROC **{metrics['pixel_auroc']:.3f}**"
+                 f" · AUPRO **{metrics['aupro']:.3f}** · F1-max {metrics['image_f1_max']:.3f} "
+                 f"({metrics['n_anomalous']} anomalous of {metrics['n_test']})")
+    return text
+
+
+def _roc(rows: list[dict[str, Any]], metrics: dict[str, float] | None, threshold: float):
+    if not metrics:
+        return empty_figure("ROC needs labelled images: type the path of an MVTec AD category", 360)
+    scored = [r for r in rows if r["score"] is not None]
+    return roc_figure([r["truth"] for r in scored], [r["score"] for r in scored], auroc=metrics["image_auroc"],
+                      threshold=threshold)
+
+
+@dataclass
+class TestUI:
+    tab: gr.Tab
+    run: gr.Dropdown
+    files: gr.File
+    folder: gr.Textbox
+    threshold: gr.Slider
+    score: gr.Button
+    slider: gr.ImageSlider
+    gallery: gr.Gallery
+    summary: gr.Markdown
+    table: gr.Dataframe
+    roc: gr.Plot
+    results: gr.State
+
+
+def create_ui(ctx: AppContext) -> TestUI:
+    with gr.Tab("5 · Test", id="test") as tab:
+        with gr.Row():
+            run = run_dropdown(ctx, "Run", "test-run")
+            threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, elem_id="test-threshold",
+                                  label="Threshold (scores are normalised: 0.5 = the run's IQR threshold)")
+        with gr.Row():
+            files = gr.File(label="Test images", file_count="multiple", file_types=["image"], height=120)
+            folder = gr.Textbox(label="...or a folder / image / MVTec AD category on this machine",
+                                placeholder="/data/mvtec/bottle  (an MVTec category adds AUROC, pixel AUROC, AUPRO)")
+        score = gr.Button("Score", variant="primary", elem_id="test-score")
+        summary = gr.Markdown(elem_id="test-summary")
+        with gr.Row():
+            slider = gr.ImageSlider(label="Image | heatmap (click a result below)", type="filepath")
+            roc = gr.Plot(show_label=False)
+        gallery = gr.Gallery(label="Heatmaps", columns=6, height=360, object_fit="cover", allow_preview=False)
+        table = gr.Dataframe(headers=["file", "score", "verdict", "ground truth"], interactive=False,
+                             elem_id="test-table")
+        results = gr.State([])
+    ctx.test = TestUI(tab, run, files, folder, threshold, score, slider, gallery, summary, table, roc, results)
+    return ctx.test
+
+
+def bind_events(ctx: AppContext) -> None:
+    ui = ctx.test
+
+    def render(rows: list[dict[str, Any]], metrics, note: str, threshold: float):
+        first = next((r for r in rows if r["score"] is not None), None)
+        slider = (first["image"], first["overlay"]) if first else None
+        return (slider, _gallery(rows, threshold), _metrics_markdown(metrics, rows, threshold, note),
+                results_table(rows, threshold), _roc(rows, metrics, threshold))
+
+    @user_errors
+    def on_score(run_id: str, files: list[str] | None, folder: str, threshold: float,
+                 progress=gr.Progress()):
+        if not run_id:
+            raise gr.Error("no trained run: train one on the Train tab first")
+        paths, items, note = gather_inputs(files, folder)
+        rows, metrics = score_images(ctx, run_id, paths, items, progress)
+        state = {"rows": rows, "metrics": metrics, "note": note}
+        return (*render(rows, metrics, note, threshold), state)
+
+    def on_threshold(state: dict, threshold: float):
+        if not state:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return render(state["rows"], state["metrics"], state["note"], threshold)
+
+    def on_select(state: dict, evt: gr.SelectData):
+        scored = [r for r in state["rows"] if r["score"] is not None]
+        row = scored[evt.index]
+        return row["image"], row["overlay"]
+
+    outputs = [ui.slider, ui.gallery, ui.summary, ui.table, ui.roc]
+    ui.score.click(on_score, [ui.run, ui.files, ui.folder, ui.threshold], [*outputs, ui.results],
+                   api_name="predict")
+    ui.threshold.release(on_threshold, [ui.results, ui.threshold], outputs, api_visibility="private")
+    ui.gallery.select(on_select, ui.results, ui.slider, api_visibility="private")
+    ui.tab.select(lambda current: refreshed_runs(ctx, current), ui.run, ui.run, api_visibility="private")

@@ -1,0 +1,313 @@
+"""Train tab: configure CoMet, start a run in the background, watch it live, stop it cleanly.
+
+Training runs in a ``JobRegistry`` thread; the page polls the job with a ``gr.Timer`` (API clients poll the
+``job_status`` endpoint instead), so a page refresh or a second browser tab never loses or disturbs a run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+
+from ...core.config import (BACKBONES, DETECTORS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig,
+                            config_to_dict)
+from ...core.run import read_overrides, train_run, training_folder
+from ...viz.training import training_curves
+from ..context import AppContext
+from ..jobs import Job
+from ..media import thumbnail
+from ..paths import new_run_id, resolve_run, user_path
+from ..runs import feature_key, strategy_name
+from ..widgets import refreshed_runs, run_dropdown, user_errors
+
+__all__ = ["TrainUI", "TrainRequest", "start_training", "status_markdown", "create_ui", "bind_events"]
+
+PARTS = {"soft weights (SCL)": "soft_weights", "refine (hard rejection)": "refine",
+         "meta-learning (Reptile)": "meta", "adaptive L2": "adaptive_l2"}
+PRESETS = {"CoMet": ["soft weights (SCL)", "meta-learning (Reptile)", "adaptive L2"], "baseline": [],
+           "refinement": ["refine (hard rejection)"]}
+IMAGE_SIZES = [64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512]
+N_LOWEST = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRequest:
+    """The Train form (or an API call) as plain values; ``configs()`` turns it into core configs."""
+
+    folder: str
+    detector: str = "simplenet"
+    backbone: str = "efficientnet-lite0"
+    image_size: int = 256
+    rounds: int = 12
+    steps_per_round: int = 20
+    iqr_k: float = 1.5
+    soft_weights: bool = True
+    refine: bool = False
+    meta: bool = True
+    adaptive_l2: bool = True
+    device: str = "auto"
+    seed: int = 0
+    overrides_from: str = ""
+
+    def configs(self) -> tuple[ModelConfig, TrainConfig]:
+        model = ModelConfig(detector=self.detector,
+                            backbone=BackboneConfig(name=self.backbone, image_size=int(self.image_size)))
+        comet = CoMetConfig(soft_weights=self.soft_weights, refine=self.refine, meta=self.meta,
+                            adaptive_l2=self.adaptive_l2, iqr_k=float(self.iqr_k))
+        train = TrainConfig(rounds=int(self.rounds), steps_per_round=int(self.steps_per_round), comet=comet,
+                            device=self.device, seed=int(self.seed))
+        return model, train
+
+
+def _carried_overrides(ctx: AppContext, run_id: str) -> dict[str, str]:
+    return read_overrides(resolve_run(ctx.runs_dir, run_id)) if run_id else {}
+
+
+def start_training(ctx: AppContext, folder: str, model_config: ModelConfig, train_config: TrainConfig, *,
+                   overrides_from: str = "") -> Job:
+    """Start a training job writing a new run folder. ``overrides_from`` names a run whose overrides
+    (force good / exclude) this run honours; those naming images not in ``folder`` are dropped and counted."""
+    path = user_path(folder)
+    carried = _carried_overrides(ctx, overrides_from)
+    run_dir = ctx.runs_dir / new_run_id()
+
+    def target(job: Job) -> dict[str, Any]:
+        job.on_progress("scanning", 0, 1)
+        images = training_folder(path)
+        overrides = {p: v for p, v in carried.items() if p in set(images.paths)}
+        job.set_info(_paths=images.paths, n_images=len(images), n_skipped=len(images.skipped),
+                     overrides=len(overrides), overrides_dropped=len(carried) - len(overrides),
+                     rounds=train_config.rounds)
+        key = feature_key(model_config.backbone, images.paths)
+        result = train_run(images, run_dir, model_config, train_config, overrides=overrides,
+                           callback=job.on_round, progress=job.on_progress, stop=job.stop,
+                           features=ctx.registry.cache_get(key))
+        ctx.registry.cache_put(key, result.model.features_)
+        weights = run_dir / "model" / "model.safetensors"
+        ctx.registry.cache_put(("model", str(run_dir), weights.stat().st_mtime_ns), result.model)
+        return {"run_id": run_dir.name, "stopped": result.stopped, "timings": result.timings}
+
+    strategy = strategy_name(config_to_dict(train_config.comet))
+    label = f"{run_dir.name} · {strategy} · {model_config.detector} {model_config.backbone.image_size}px"
+    return ctx.registry.start("train", label, target, run_dir=run_dir)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def status_markdown(snapshot: dict[str, Any]) -> str:
+    """One paragraph: state, stage progress with ETA, last round's numbers, and what to do next."""
+    info, history = snapshot["info"], snapshot["history"]
+    state = {"running": "Running", "done": "Finished", "stopped": "Stopped", "failed": "Failed"}[snapshot["status"]]
+    lines = [f"**{state}** · job `{snapshot['job_id']}` · run `{snapshot['run_id']}` · "
+             f"{_duration(snapshot['elapsed_seconds'])} elapsed"]
+    if "n_images" in info:
+        extra = f", {info['overrides']} overrides applied" if info.get("overrides") else ""
+        dropped = f" ({info['overrides_dropped']} dropped: not in this folder)" if info.get("overrides_dropped") else ""
+        lines.append(f"{info['n_images']} images, {info['n_skipped']} skipped{extra}{dropped}")
+    if snapshot["status"] == "running":
+        stage = snapshot["stage"]
+        if stage == "rounds":
+            stage = "training round"
+        progress = f"{snapshot['done']}/{snapshot['total']}" if snapshot["total"] else ""
+        lines.append(f"{stage} {progress} · ETA {_duration(snapshot['eta_seconds'])} for this stage")
+    if history:
+        last = history[-1]
+        lines.append(f"round {last['round'] + 1}: train loss {last['train_loss']:.4g}, val loss "
+                     f"{last['val_loss']:.4g}, lambda {last['lambda']:.3g}, IQR threshold {last['threshold']:.4g}, "
+                     f"mean weight {last['mean_weight']:.3f}, best round {last['best_round'] + 1}")
+    if snapshot["status"] == "failed":
+        lines.append(f"**Error:** {snapshot['error']}")
+    elif snapshot["status"] == "stopped":
+        lines.append("The best model so far is saved: see **Inspect**." if snapshot["run_id"] and history
+                     else "Stopped before the first round: nothing was saved.")
+    elif snapshot["status"] == "done":
+        lines.append("Done: see **Inspect** for every image's weight.")
+    return "  \n".join(lines)
+
+
+def _lowest_weights(ctx: AppContext, job: Job) -> list[tuple[str, str]]:
+    event, paths = job.latest_event(), job.info.get("_paths")
+    if event is None or not paths:
+        return []
+    order = event.weights.argsort(kind="stable")[:N_LOWEST]
+    return [(thumbnail(paths[i], ctx.cache_dir), f"w {event.weights[i]:.2f} · {Path(paths[i]).name}")
+            for i in order]
+
+
+@dataclass
+class TrainUI:
+    tab: gr.Tab
+    preset: gr.Radio
+    parts: gr.CheckboxGroup
+    detector: gr.Dropdown
+    backbone: gr.Dropdown
+    image_size: gr.Dropdown
+    rounds: gr.Slider
+    steps: gr.Slider
+    iqr_k: gr.Slider
+    device: gr.Radio
+    overrides_from: gr.Dropdown
+    start: gr.Button
+    stop: gr.Button
+    folder_note: gr.Markdown
+    job: gr.Dropdown
+    status: gr.Markdown
+    curves: gr.Plot
+    weights: gr.Gallery
+    timer: gr.Timer
+    seen: gr.State
+
+
+def create_ui(ctx: AppContext) -> TrainUI:
+    gpu = torch.cuda.is_available()
+    with gr.Tab("2 · Train", id="train") as tab:
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                preset = gr.Radio(list(PRESETS), value="CoMet", label="Strategy")
+                parts = gr.CheckboxGroup(list(PARTS), value=PRESETS["CoMet"], label="CoMet parts")
+                detector = gr.Dropdown(list(DETECTORS), value="simplenet", label="Detector head")
+                backbone = gr.Dropdown(list(BACKBONES), value="efficientnet-lite0", label="Backbone")
+                image_size = gr.Dropdown(IMAGE_SIZES, value=256 if gpu else 128, label="Image size (px)",
+                                         elem_id="train-image-size")
+                rounds = gr.Slider(1, 50, value=12, step=1, label="Rounds", elem_id="train-rounds")
+                steps = gr.Slider(1, 200, value=20, step=1, label="Steps per round", elem_id="train-steps")
+                iqr_k = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="IQR k (threshold T = Q3 + k * IQR)")
+                device = gr.Radio(["auto", "cpu"] + (["cuda"] if gpu else []), value="auto",
+                                  label=f"Device ({'GPU found' if gpu else 'no GPU found: CPU'})")
+                overrides_from = run_dropdown(ctx, "Apply the overrides of run", "train-overrides-from",
+                                              optional=True)
+                with gr.Row():
+                    start = gr.Button("Start training", variant="primary", elem_id="train-start")
+                    stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+            with gr.Column(scale=3):
+                folder_note = gr.Markdown(_folder_note(ctx.default_folder))
+                job = gr.Dropdown(label="Training job", choices=[], allow_custom_value=True, elem_id="train-job")
+                status = gr.Markdown("No training yet: press **Start training**.", elem_id="train-status")
+                curves = gr.Plot(show_label=False, elem_id="train-curves")
+                weights = gr.Gallery(label=f"Lowest confidence weights (the {N_LOWEST} least trusted images)",
+                                     columns=8, height=280, object_fit="cover", elem_id="train-weights")
+        timer = gr.Timer(1.0, active=False)
+        seen = gr.State(None)
+    ctx.train = TrainUI(tab, preset, parts, detector, backbone, image_size, rounds, steps, iqr_k, device,
+                        overrides_from, start, stop, folder_note, job, status, curves, weights, timer, seen)
+    return ctx.train
+
+
+def _folder_note(folder: str) -> str:
+    return f"Training images: `{folder}` (change it on the **Data** tab)" if folder else \
+        "Choose a folder of images on the **Data** tab first."
+
+
+def _job_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    return [(j.label, j.id) for j in ctx.registry.jobs("train")]
+
+
+def bind_events(ctx: AppContext) -> None:
+    ui = ctx.train
+    registry = ctx.registry
+
+    def _find(job_id: str | None) -> Job | None:
+        # An id from before an app restart falls back to the latest job rather than failing every tick.
+        try:
+            return registry.get(job_id) if job_id else registry.latest("train")
+        except KeyError:
+            return registry.latest("train")
+
+    def view(job_id: str | None, seen):
+        """(status, curves, gallery, seen, timer) for the chosen job, skipping unchanged snapshots."""
+        job = _find(job_id)
+        if job is None:
+            return gr.skip(), gr.skip(), gr.skip(), None, gr.Timer(active=False)
+        snapshot = job.snapshot()
+        key = [job.id, snapshot["version"]]
+        if seen == key:
+            return gr.skip(), gr.skip(), gr.skip(), seen, gr.Timer(active=job.active)
+        event = job.latest_event()
+        figure = training_curves(snapshot["history"], rounds=job.info.get("rounds"),
+                                 best_round=event.best_round if event else None)
+        return (status_markdown(snapshot), figure, _lowest_weights(ctx, job), key,
+                gr.Timer(active=job.active))
+
+    @user_errors
+    def on_start(folder, detector, backbone, image_size, rounds, steps, iqr_k, parts, device, overrides_from):
+        chosen = {PARTS[p] for p in parts or []}
+        request = TrainRequest(folder=folder, detector=detector, backbone=backbone, image_size=int(image_size),
+                               rounds=int(rounds), steps_per_round=int(steps), iqr_k=float(iqr_k),
+                               device=device, overrides_from=overrides_from or "",
+                               **{key: key in chosen for key in PARTS.values()})
+        model_config, train_config = request.configs()
+        job = start_training(ctx, request.folder, model_config, train_config,
+                             overrides_from=request.overrides_from)
+        return (gr.Dropdown(choices=_job_choices(ctx), value=job.id), *view(job.id, None))
+
+    @user_errors
+    def on_stop(job_id: str | None):
+        job = _find(job_id)
+        if job is None or not job.active:
+            raise gr.Error("no training is running")
+        registry.stop(job.id)
+        gr.Info("Stopping after the current step; the best model so far will be kept.")
+
+    def on_load(current_overrides: str | None):
+        latest = registry.latest("train")
+        return (gr.Dropdown(choices=_job_choices(ctx), value=latest.id if latest else None),
+                refreshed_runs(ctx, current_overrides, optional=True))
+
+    view_outputs = [ui.status, ui.curves, ui.weights, ui.seen, ui.timer]
+    ui.preset.input(lambda name: PRESETS[name], ui.preset, ui.parts, api_visibility="private")
+    ui.start.click(on_start, [ctx.data.folder, ui.detector, ui.backbone, ui.image_size, ui.rounds, ui.steps,
+                              ui.iqr_k, ui.parts, ui.device, ui.overrides_from], [ui.job, *view_outputs],
+                   api_visibility="private")
+    ui.stop.click(on_stop, ui.job, None, api_visibility="private")
+    ctx.data.folder.change(_folder_note, ctx.data.folder, ui.folder_note, api_visibility="private")
+    ui.timer.tick(view, [ui.job, ui.seen], view_outputs, api_visibility="private", concurrency_limit=None,
+                  show_progress="hidden")
+    ui.job.input(lambda job_id: view(job_id, None), ui.job, view_outputs, api_visibility="private")
+    ctx.blocks.load(on_load, ui.overrides_from, [ui.job, ui.overrides_from], api_visibility="private") \
+        .then(view, [ui.job, ui.seen], view_outputs, api_visibility="private")
+    ui.tab.select(on_load, ui.overrides_from, [ui.job, ui.overrides_from], api_visibility="private")
+    _register_api(ctx)
+
+
+def _register_api(ctx: AppContext) -> None:
+    registry = ctx.registry
+
+    def start_training_api(folder: str, detector: str = "simplenet", backbone: str = "efficientnet-lite0",
+                           image_size: int = 256, rounds: int = 12, steps_per_round: int = 20,
+                           iqr_k: float = 1.5, soft_weights: bool = True, refine: bool = False, meta: bool = True,
+                           adaptive_l2: bool = True, device: str = "auto", seed: int = 0,
+                           overrides_from: str = "") -> dict:
+        """Start training on a folder of this machine; returns {job_id, run_id}. Poll /job_status."""
+        request = TrainRequest(folder=folder, detector=detector, backbone=backbone, image_size=image_size,
+                               rounds=rounds, steps_per_round=steps_per_round, iqr_k=iqr_k,
+                               soft_weights=soft_weights, refine=refine, meta=meta, adaptive_l2=adaptive_l2,
+                               device=device, seed=seed, overrides_from=overrides_from)
+        model_config, train_config = request.configs()
+        job = start_training(ctx, folder, model_config, train_config, overrides_from=overrides_from)
+        return {"job_id": job.id, "run_id": job.run_dir.name}
+
+    def job_status(job_id: str = "") -> dict:
+        """State of a job (training or landscape): status, stage, progress, ETA, per-round history, error.
+        An empty id means the latest training job."""
+        job = registry.get(job_id) if job_id else registry.latest("train")
+        if job is None:
+            raise gr.Error("no training job in this app session yet")
+        snapshot = job.snapshot()
+        snapshot["result"] = job.result if isinstance(job.result, (dict, list)) else None
+        return snapshot
+
+    def stop_job(job_id: str) -> dict:
+        """Ask a job to stop at its next step (training keeps its best model so far)."""
+        return registry.stop(job_id).snapshot()
+
+    for fn, name in ((start_training_api, "start_training"), (job_status, "job_status"), (stop_job, "stop_job")):
+        gr.api(user_errors(fn), api_name=name, concurrency_limit=None)

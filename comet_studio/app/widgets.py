@@ -1,0 +1,57 @@
+"""Small UI pieces shared by several tabs: run pickers and error reporting."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from .context import AppContext
+
+__all__ = ["run_dropdown", "refreshed_runs", "user_errors"]
+
+logger = logging.getLogger(__name__)
+
+# Errors whose message is meant for the user (bad path, unknown run, too few images, ...).
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, KeyError, RuntimeError)
+
+
+def run_dropdown(ctx: AppContext, label: str, elem_id: str, *, optional: bool = False) -> gr.Dropdown:
+    """A run picker. Custom values are allowed so API clients can name runs created after the page was
+    built; every handler validates the id with ``paths.resolve_run``."""
+    choices = ctx.run_choices()
+    if optional:
+        choices = [("(none)", "")] + choices
+    value = choices[0][1] if choices else None
+    return gr.Dropdown(choices=choices, value=value, label=label, elem_id=elem_id, allow_custom_value=True,
+                       interactive=True)
+
+
+def refreshed_runs(ctx: AppContext, current: str | None, *, optional: bool = False) -> gr.Dropdown:
+    """The run picker with today's runs; keeps the current choice when it still exists, else the newest."""
+    choices = ctx.run_choices()
+    if optional:
+        choices = [("(none)", "")] + choices
+    ids = [value for _, value in choices]
+    value = current if current in ids else (ids[0] if ids else None)
+    return gr.Dropdown(choices=choices, value=value)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Show expected failures (bad paths, unknown runs, ...) as a Gradio error with the message only."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except USER_ERRORS as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+            logger.info("%s: %s", fn.__name__, message)
+            raise gr.Error(str(message)) from error
+
+    return wrapper
