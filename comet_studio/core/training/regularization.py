@@ -15,7 +15,8 @@ class AdaptiveL2:
 
     Sigma is the 2x2 covariance of the last ``window`` (train, validation) loss pairs, each divided by its
     window mean so that the value does not depend on the loss's scale; the normalised det is
-    sqrt(det(Sigma)), a relative spread (0.05 = 5 % joint fluctuation). It is large when the two losses
+    det(Sigma) ** (1/4), the geometric mean of the two relative standard deviations times (1 - rho^2) ** (1/4)
+    (0.05 = the losses fluctuate by about 5 % independently of each other). It is large when the two losses
     move independently (the model fits the batch it sees but not the held-out one) and zero when they move
     together or stay flat. ``enabled=False`` gives a fixed l2_base.
     """
@@ -31,7 +32,7 @@ class AdaptiveL2:
         losses = np.asarray(self.history, dtype=np.float64)
         relative = losses / np.maximum(np.abs(losses.mean(axis=0)), 1e-12)
         det = float(np.linalg.det(np.cov(relative, rowvar=False)))
-        return float(np.sqrt(max(det, 0.0)))
+        return float(max(det, 0.0) ** 0.25)
 
     def update(self, train_loss: float, val_loss: float) -> float:
         self.history.append((float(train_loss), float(val_loss)))
