@@ -55,7 +55,8 @@ def training_curves(history: Sequence[Mapping], *, rounds: int | None = None, be
             figure.add_vline(x=best_round + 1, line_dash="dot", line_color="#888", row=1, col=col)
     if rounds:
         figure.update_xaxes(range=[0.5, rounds + 0.5])
-    figure.update_xaxes(title_text="round")
+    span = rounds or len(history)
+    figure.update_xaxes(title_text="round", tick0=1, dtick=max(1, span // 8))
     figure.update_layout(height=height, margin={"l": 40, "r": 10, "t": 40, "b": 40}, template="plotly_white",
                          legend={"orientation": "h", "y": -0.25})
     return figure

@@ -1,0 +1,69 @@
+"""A launched studio on 127.0.0.1 (free port) with a tiny real folder, shared by the app tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, good_tiles
+
+
+@dataclass(frozen=True)
+class Studio:
+    url: str
+    runs_dir: Path
+    folder: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory) -> Iterator[Studio]:
+    from comet_studio.app import build_app, launch_options
+
+    folder = tmp_path_factory.mktemp("tiles")
+    for p in good_tiles(12):
+        shutil.copy(p, folder / p.name)
+    runs_dir = tmp_path_factory.mktemp("runs")
+    app = build_app(runs_dir, default_folder=str(folder))
+    _, url, _ = app.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                           quiet=True, **launch_options(runs_dir))
+    yield Studio(url=url, runs_dir=runs_dir, folder=folder)
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def client(studio: Studio):
+    from gradio_client import Client
+
+    return Client(studio.url, verbose=False)
+
+
+def wait_for_job(client, job_id: str, timeout: float = 120.0) -> dict:
+    """Poll /job_status (an API client has no browser timer) until the job leaves 'running'."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = client.predict(job_id, api_name="/job_status")
+        if status["status"] != "running":
+            return status
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id} still running after {timeout} s")
+
+
+def train(client, folder: Path, **options) -> dict:
+    """Start a tiny training through the API and wait for it; returns the final status."""
+    settings = {"image_size": TINY, "rounds": 2, "steps_per_round": 3, **options}
+    started = client.predict(str(folder), api_name="/start_training", **settings)
+    status = wait_for_job(client, started["job_id"])
+    assert status["run_id"] == started["run_id"]
+    return status

@@ -1,0 +1,48 @@
+"""The ELPV demo folder: N real solar cells, a few defective, labels kept outside, deterministic."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from comet_studio.core.data import scan_folder
+from comet_studio.core.data.demo import build_elpv_demo
+
+pytest.importorskip("elpv_dataset")
+
+
+def test_builds_the_requested_images(tmp_path):
+    demo = build_elpv_demo(tmp_path / "demo", n_good=10, n_defective=3)
+    assert len(demo.paths) == 13 and len(demo.defective) == 3
+    assert set(demo.defective) <= set(demo.paths)
+    folder = scan_folder(demo.root)
+    assert sorted(folder.paths) == sorted(demo.paths) and not folder.skipped
+    # No labels inside the training folder: neutral names, the answer key lies beside it.
+    assert all(Path(p).name.startswith("cell_") for p in demo.paths)
+    assert {p.name for p in demo.root.iterdir()} == {Path(p).name for p in demo.paths}
+    with open(demo.root.parent / "answer_key.csv", newline="") as handle:
+        key = {row["file"]: row["defective"] for row in csv.DictReader(handle)}
+    assert sum(v == "1" for v in key.values()) == 3
+
+
+def test_deterministic_and_reused(tmp_path):
+    a = build_elpv_demo(tmp_path / "a", n_good=8, n_defective=2, seed=3)
+    b = build_elpv_demo(tmp_path / "b", n_good=8, n_defective=2, seed=3)
+    assert [Path(p).name for p in a.paths] == [Path(p).name for p in b.paths]
+    assert [Path(p).read_bytes() for p in a.paths] == [Path(p).read_bytes() for p in b.paths]
+    assert [Path(p).name for p in a.defective] == [Path(p).name for p in b.defective]
+    stamp = Path(a.paths[0]).stat().st_mtime_ns
+    again = build_elpv_demo(tmp_path / "a", n_good=8, n_defective=2, seed=3)
+    assert again == a and Path(a.paths[0]).stat().st_mtime_ns == stamp
+    other = build_elpv_demo(tmp_path / "c", n_good=8, n_defective=2, seed=4)
+    sources = lambda d: (d.root.parent / "answer_key.csv").read_text()  # noqa: E731
+    assert sources(other) != sources(a)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="cell_type"):
+        build_elpv_demo(tmp_path, cell_type="thin-film")
+    with pytest.raises(ValueError, match="only"):
+        build_elpv_demo(tmp_path, n_defective=100_000)
