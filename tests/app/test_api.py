@@ -77,6 +77,16 @@ def test_predict_scores_a_test_image(client, trained):
     assert "1 images scored" in summary
 
 
+def test_predict_on_an_mvtec_category_reports_metrics(client, trained, tiny_mvtec):
+    _, gallery, summary, table, roc = client.predict(trained["run_id"], [], str(tiny_mvtec), 0.5,
+                                                     api_name="/predict")
+    assert len(table["data"]) == 12 and len(gallery) == 12
+    assert {row[3] for row in table["data"]} == {"good", "anomalous"}
+    for metric in ("image AUROC", "pixel AUROC", "AUPRO"):
+        assert metric in summary
+    assert "ROC" in roc["plot"]
+
+
 def test_export_zip_holds_the_model_and_the_weights(client, trained, studio):
     run_id = trained["run_id"]
     rows = client.predict(run_id, api_name="/run_samples")

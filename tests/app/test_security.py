@@ -75,3 +75,21 @@ def test_uploaded_zip_cannot_write_outside_its_folder(tmp_path):
     with pytest.raises(PathError, match="outside the archive"):
         save_uploads([str(archive)], tmp_path / "uploads")
     assert not (tmp_path / "escaped.png").exists()
+
+
+def test_uploads_are_copied_and_unpacked(tmp_path):
+    from tests.conftest import good_tiles
+
+    tiles = good_tiles(3)
+    archive = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(tiles[0], f"sub/{tiles[0].name}")
+        zf.write(tiles[1], tiles[1].name)
+        zf.writestr("notes.txt", "not an image")
+    folder = save_uploads([str(archive), str(tiles[2])], tmp_path / "uploads")
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert found == sorted([f"batch/sub/{tiles[0].name}", f"batch/{tiles[1].name}", tiles[2].name])
+    text = tmp_path / "readme.txt"
+    text.write_text("x")
+    with pytest.raises(PathError, match="no images"):
+        save_uploads([str(text)], tmp_path / "uploads")

@@ -25,6 +25,7 @@ class DataUI:
     folder: gr.Textbox
     scan: gr.Button
     upload: gr.File
+    upload_dir: gr.File
     summary: gr.Markdown
     skipped: gr.Dataframe
     gallery: gr.Gallery
@@ -71,15 +72,17 @@ def create_ui(ctx: AppContext) -> DataUI:
                                 placeholder="/path/to/images  (an MVTec AD category uses its train/ folder)",
                                 elem_id="data-folder")
             scan_button = gr.Button("Scan folder", variant="primary", scale=1, elem_id="data-scan")
-        upload = gr.File(label="...or upload images or a .zip (for a remote browser)", file_count="multiple",
-                         file_types=[".zip", "image"], height=110)
+        with gr.Row():
+            upload = gr.File(label="...or upload images or a .zip (from a remote browser)", file_count="multiple",
+                             file_types=[".zip", "image"], height=110)
+            upload_dir = gr.File(label="...or upload a whole folder", file_count="directory", height=110)
         summary = gr.Markdown(elem_id="data-summary")
         gallery = gr.Gallery(label="Images", columns=8, height=360, object_fit="cover", allow_preview=True,
                              elem_id="data-gallery")
         with gr.Accordion("Skipped files", open=False):
             skipped = gr.Dataframe(headers=["file", "reason"], datatype=["str", "str"], interactive=False,
                                    wrap=True)
-    ctx.data = DataUI(tab, folder, scan_button, upload, summary, skipped, gallery)
+    ctx.data = DataUI(tab, folder, scan_button, upload, upload_dir, summary, skipped, gallery)
     return ctx.data
 
 
@@ -108,6 +111,7 @@ def bind_events(ctx: AppContext) -> None:
     outputs = [ui.summary, ui.skipped, ui.gallery]
     ui.scan.click(on_scan, ui.folder, outputs, api_visibility="private")
     ui.folder.submit(on_scan, ui.folder, outputs, api_visibility="private")
-    ui.upload.upload(on_upload, ui.upload, [ui.folder, *outputs], api_visibility="private")
+    for widget in (ui.upload, ui.upload_dir):
+        widget.upload(on_upload, widget, [ui.folder, *outputs], api_visibility="private")
     ctx.blocks.load(on_scan, ui.folder, outputs, api_visibility="private")
 
