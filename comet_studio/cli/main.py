@@ -36,7 +36,8 @@ class _Bars:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="simplenet", choices=["simplenet", "flow", "memory"], help="detector head")
+    p.add_argument("--model", default="simplenet", choices=["simplenet", "flow", "memory", "patchcore"],
+                   help="detector head (memory and patchcore are training-free)")
     p.add_argument("--backbone", default="efficientnet-lite0",
                    choices=["efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2"])
     p.add_argument("--image-size", type=int, default=256, help="square input size (multiple of 32)")

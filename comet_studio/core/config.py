@@ -17,6 +17,7 @@ __all__ = [
     "SimpleNetConfig",
     "FlowConfig",
     "MemoryConfig",
+    "PatchCoreConfig",
     "CoMetConfig",
     "ModelConfig",
     "TrainConfig",
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
-DETECTORS = ("simplenet", "flow", "memory")
+DETECTORS = ("simplenet", "flow", "memory", "patchcore")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -123,14 +124,33 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PatchCoreConfig:
+    """PatchCore baseline: one memory, a greedy k-center coreset of ``fraction`` of the training patches,
+    selected on a seeded random projection to ``projection_dim`` dimensions."""
+
+    fraction: float = 0.1
+    projection_dim: int = 128
+    max_patches: int = 50_000
+    fp16: bool = False
+    top_k: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction!r}")
+        _check(self.projection_dim >= 8, f"projection_dim must be >= 8, got {self.projection_dim!r}")
+        _check(self.max_patches >= 16, f"max_patches must be >= 16, got {self.max_patches!r}")
+        _check_range("top_k", self.top_k, 0.0, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """What is saved with a model: the backbone and the detector head."""
 
-    detector: Literal["simplenet", "flow", "memory"] = "simplenet"
+    detector: Literal["simplenet", "flow", "memory", "patchcore"] = "simplenet"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     simplenet: SimpleNetConfig = field(default_factory=SimpleNetConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
     blur_sigma: float = 4.0
 
     def __post_init__(self) -> None:
@@ -149,6 +169,8 @@ class CoMetConfig:
     - Meta-learning (``meta``): Reptile over tasks drawn with probability proportional to weight.
     - Adaptive L2 (``adaptive_l2``): lambda = lambda0 * (1 + gamma * normalised det(Sigma)) over a window
       of (train, validation) losses.
+    - Prior (``TrainConfig.prior``): leave-one-out memory scores set the first weights; after warm-up the
+      weights come from a robust-scale blend, ``prior_blend`` * prior + (1 - ``prior_blend``) * detector.
     """
 
     soft_weights: bool = True
@@ -165,6 +187,7 @@ class CoMetConfig:
     l2_gamma: float = 20.0
     l2_window: int = 10
     l2_max_factor: float = 10.0
+    prior_blend: float = 0.5
 
     def __post_init__(self) -> None:
         _check(self.iqr_k >= 0, f"iqr_k must be >= 0, got {self.iqr_k!r}")
@@ -175,6 +198,7 @@ class CoMetConfig:
         _check(0 < self.meta_step <= 1, f"meta_step must be in (0, 1], got {self.meta_step!r}")
         _check(self.l2_base >= 0 and self.l2_gamma >= 0, "l2_base and l2_gamma must be >= 0")
         _check(self.l2_window >= 3, f"l2_window must be >= 3, got {self.l2_window!r}")
+        _check_range("prior_blend", self.prior_blend, 0.0, 1.0)
 
     @classmethod
     def baseline(cls) -> "CoMetConfig":
@@ -223,6 +247,7 @@ _NESTED = {
     "simplenet": SimpleNetConfig,
     "flow": FlowConfig,
     "memory": MemoryConfig,
+    "patchcore": PatchCoreConfig,
     "comet": CoMetConfig,
 }
 

@@ -187,7 +187,10 @@ def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefi
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    # Data-sized buffers (a patch memory) may hold any size: the head resizes them and checks the rest.
+    resizable = set(getattr(module, "data_sized_buffers", ()))
+    wrong = sorted(k for k in set(expected) & set(state)
+                   if expected[k].shape != state[k].shape and k not in resizable)
     if missing or unexpected or wrong:
         raise CheckpointError(
             f"{directory}: checkpoint does not match its config ({prefix.rstrip('.')}): missing {missing[:5]}, "

@@ -17,4 +17,7 @@ def build_head(config, dim: int, grid: tuple[int, int]) -> DetectorHead:
     if config.detector == "memory":
         from .memory import MemoryHead
         return MemoryHead(dim, config.memory)
+    if config.detector == "patchcore":
+        from .patchcore import PatchCoreHead
+        return PatchCoreHead(dim, config.patchcore)
     raise ValueError(f"unknown detector {config.detector!r}")

@@ -28,10 +28,16 @@ class DetectorHead(nn.Module):
       (floating tensors that require grad; never FrEIA's fixed permutations).
     - ``per_sample_loss(features, generator)``: one loss per image, so confidence weights multiply it.
     - ``patch_scores(features)``: (B, h, w) anomaly scores per patch.
+    - Training-free heads (``trainable = False``, e.g. patch memories) are fitted by ``fit_statistics`` alone
+      and implement ``training_scores(features)``: the training images' scores, each image scored without
+      its own contribution (a memory holding an image's patches would otherwise score it ~0).
+    - ``data_sized_buffers``: names of buffers whose shape depends on the training data; a checkpoint may
+      hold another size for them (the head resizes them when loading).
     """
 
     trainable: bool = True
     top_k: float = 0.01
+    data_sized_buffers: tuple[str, ...] = ()
 
     def fit_statistics(self, features: torch.Tensor) -> None:
         """Default: nothing to fit."""
@@ -44,6 +50,10 @@ class DetectorHead(nn.Module):
 
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def training_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """(N,) leave-one-out image scores of the ``features`` given to ``fit_statistics`` (training-free heads)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained: score it with image_scores")
 
     def image_scores(self, features: torch.Tensor) -> torch.Tensor:
         return top_k_mean(self.patch_scores(features), self.top_k)

@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..config import TrainConfig
+from ..config import CoMetConfig, TrainConfig
 from ..detectors.base import DetectorHead
 from .meta import MetaLearner
 from .regularization import AdaptiveL2, l2_to_anchor
 from .weighting import Override, SampleWeights, confidence_weights
 
-__all__ = ["RoundEvent", "FitResult", "CoMetTrainer", "score_features"]
+__all__ = ["RoundEvent", "FitResult", "CoMetTrainer", "score_features", "TRAINING_FREE_ROUNDS"]
+
+# Rebuilding a patch memory without the rejected images settles in 2-3 rounds; later rounds only reshuffle
+# borderline images.
+TRAINING_FREE_ROUNDS = 4
 
 
 @dataclass(frozen=True)
@@ -95,14 +99,16 @@ class CoMetTrainer:
         cfg, comet = self.config, self.config.comet
         n = len(features)
         overrides = dict(overrides or {})
+        if prior_scores is not None and len(prior_scores) != n:
+            raise ValueError(f"prior_scores has {len(prior_scores)} entries for {n} training images")
         rng = torch.Generator().manual_seed(cfg.seed)
         noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         head.to(device)
+        if not head.trainable:
+            return self._training_free(head, features, device, overrides, callback, stop)
         head.fit_statistics(features)
         val_idx, train_idx = _split(n, cfg.validation_fraction, rng)
         state = _initial_weights(n, overrides, prior_scores, comet.iqr_k, comet.refine)
-        if not head.trainable:
-            return self._training_free(head, features, device, overrides, callback)
 
         params = head.trainable_parameters()
         anchor = [p.detach().clone() for p in params]
@@ -116,7 +122,7 @@ class CoMetTrainer:
             start = time.perf_counter()
             weights = torch.as_tensor(state.weights, dtype=torch.float32)
             losses = []
-            steps = max(1, cfg.steps_per_round // (comet.inner_steps + 1)) if meta else cfg.steps_per_round
+            steps = cfg.steps_per_round  # with meta-learning, one step = one task (support + query)
             for _ in range(steps):
                 if stop is not None and stop.is_set():
                     stopped = True
@@ -149,7 +155,7 @@ class CoMetTrainer:
                 best = (val, r, copy.deepcopy(head.state_dict()))
             scores = score_features(head, features, device)
             if comet.weighting and r + 1 >= comet.warmup_rounds:
-                state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides)
+                state = _blended_weights(scores, prior_scores, comet, overrides)
             else:
                 state = _with_threshold(state, scores, comet.iqr_k, overrides)
             event = RoundEvent(
@@ -165,18 +171,73 @@ class CoMetTrainer:
         if best[2] is not None:
             head.load_state_dict(best[2])
         scores = score_features(head, features, device)
-        final = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides) \
+        final = _blended_weights(scores, prior_scores, comet, overrides) \
             if comet.weighting else _with_threshold(state, scores, comet.iqr_k, overrides)
         return FitResult(scores=scores, weights=final.weights, rejected=final.rejected, threshold=final.threshold,
                          median=final.median, best_round=best[1], stopped=stopped, history=history,
                          validation_indices=val_idx.numpy())
 
-    def _training_free(self, head, features, device, overrides, callback) -> FitResult:
-        scores = score_features(head, features, device)
-        state = confidence_weights(scores, self.config.comet.iqr_k, hard=self.config.comet.refine,
-                                   overrides=overrides)
+    def _training_free(self, head, features, device, overrides, callback, stop) -> FitResult:
+        """Heads fitted by ``fit_statistics`` alone (patch memories). Excluded images stay out of the memory;
+        training images are scored leave-one-out. With ``refine``, the memory is rebuilt without the
+        rejected images until the rejected set stops changing (at most ``TRAINING_FREE_ROUNDS`` rounds)."""
+        comet = self.config.comet
+        n = len(features)
+        rejected = np.array([overrides.get(i) == "exclude" for i in range(n)], dtype=bool)
+        rounds = min(self.config.rounds, TRAINING_FREE_ROUNDS) if comet.refine else 1
+        history: list[dict] = []
+        stopped = False
+        for r in range(rounds):
+            start = time.perf_counter()
+            scores = _memory_scores(head, features, ~rejected, device)
+            state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides)
+            event = RoundEvent(round=r, rounds=rounds, train_loss=math.nan, val_loss=math.nan, lam=0.0,
+                               threshold=state.threshold, scores=scores, weights=state.weights.copy(),
+                               rejected=state.rejected.copy(), seconds=time.perf_counter() - start, best_round=r)
+            history.append(event.summary())
+            if callback is not None:
+                callback(event)
+            converged = np.array_equal(state.rejected, rejected)
+            rejected = state.rejected
+            stopped = stop is not None and stop.is_set() and r + 1 < rounds
+            if converged or stopped:
+                break
         return FitResult(scores=scores, weights=state.weights, rejected=state.rejected, threshold=state.threshold,
-                         median=state.median, best_round=0, stopped=False, history=[])
+                         median=state.median, best_round=len(history) - 1, stopped=stopped, history=history)
+
+
+def _memory_scores(head: DetectorHead, features: torch.Tensor, keep: np.ndarray,
+                   device: torch.device) -> np.ndarray:
+    """Fit a training-free head on the ``keep`` images; score those leave-one-out, the others normally."""
+    kept = torch.as_tensor(np.flatnonzero(keep))
+    fitted = features if keep.all() else features[kept]
+    head.fit_statistics(fitted)
+    scores = np.empty(len(features))
+    scores[kept.numpy()] = head.training_scores(fitted).numpy()
+    if not keep.all():
+        scores[~keep] = score_features(head, features[torch.as_tensor(np.flatnonzero(~keep))], device)
+    return scores
+
+
+def _robust_z(scores: np.ndarray) -> np.ndarray:
+    q1, median, q3 = np.percentile(scores, [25, 50, 75])
+    return (scores - median) / max(q3 - q1, 1e-12 * (abs(median) + 1.0))
+
+
+def _blended_weights(scores: np.ndarray, prior: np.ndarray | None, comet: CoMetConfig,
+                     overrides: dict[int, Override]) -> SampleWeights:
+    """Confidence weights from the detector's scores, blended with the prior's by ``comet.prior_blend``.
+
+    Both are put on one robust scale ((s - median) / IQR) and averaged; unlike a rank average, this keeps
+    outliers far out, so the IQR fence still finds them. The threshold and median stay the detector's
+    (they set the decision threshold of the saved model)."""
+    state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides)
+    if prior is None or comet.prior_blend == 0:
+        return state
+    mixed = comet.prior_blend * _robust_z(np.asarray(prior, dtype=np.float64)) \
+        + (1 - comet.prior_blend) * _robust_z(scores)
+    blended = confidence_weights(mixed, comet.iqr_k, hard=comet.refine, overrides=overrides)
+    return SampleWeights(blended.weights, blended.rejected, state.threshold, state.median)
 
 
 def _learning_rate(head: DetectorHead) -> float:

@@ -1,0 +1,171 @@
+"""Nearest-neighbour patch memories: chunked L2 distances, leave-one-image-out scoring, data-sized buffers.
+
+``PatchMemoryHead`` is the shared base of the training-free heads (``MemoryHead``: an ensemble of random
+sparse memories; ``PatchCoreHead``: one greedy coreset). A subclass only chooses which training patches to
+keep (``_select``); storing, scoring, leave-one-out and checkpoint loading live here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import DetectorHead, top_k_mean
+
+__all__ = ["nearest_distance", "flat_patches", "memory_size", "PatchMemoryHead"]
+
+# Distance entries computed per block (16 MiB of float32): bounds peak memory on CPU and GPU alike.
+_BLOCK = 1 << 22
+
+
+def flat_patches(features: torch.Tensor) -> torch.Tensor:
+    """(N, D, h, w) -> (N*h*w, D), patches of image i at rows i*h*w ... (i+1)*h*w - 1."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+
+
+@torch.no_grad()
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, query_owner: torch.Tensor | None = None,
+                     bank_owner: torch.Tensor | None = None, block: int = _BLOCK) -> torch.Tensor:
+    """(Q,) L2 distance from each row of ``queries`` (Q, D) to its nearest row of ``bank`` (M, D).
+
+    With owners given, bank rows owned by the query's own image are skipped (leave-one-image-out); a query
+    with no other row left gets ``inf``. Computed in float32 blocks of at most ``block`` distances, so a
+    half-precision bank is upcast one block at a time.
+    """
+    if bank.shape[0] == 0:
+        raise ValueError("the memory bank is empty: fit the head first")
+    if (query_owner is None) != (bank_owner is None):
+        raise ValueError("give both query_owner and bank_owner, or neither")
+    n_bank = bank.shape[0]
+    bank_step = min(n_bank, block)
+    query_step = max(1, block // bank_step)
+    out = torch.empty(queries.shape[0], device=queries.device)
+    for qs in range(0, queries.shape[0], query_step):
+        query = queries[qs:qs + query_step].float()
+        best = torch.full((query.shape[0],), math.inf, device=query.device)
+        for bs in range(0, n_bank, bank_step):
+            rows = bank[bs:bs + bank_step].to(query.device, torch.float32)
+            # ||q - b||^2 - ||q||^2 = ||b||^2 - 2 q.b: one matmul, and ||q||^2 and the root only once per
+            # query (what cdist does inside, minus a square root per pair).
+            partial = torch.addmm((rows * rows).sum(dim=1)[None, :], query, rows.T, alpha=-2.0)
+            if query_owner is not None:
+                same = query_owner[qs:qs + query_step, None] == bank_owner[None, bs:bs + bank_step]
+                partial.masked_fill_(same.to(partial.device), math.inf)
+            best = torch.minimum(best, partial.min(dim=1).values)
+        out[qs:qs + query_step] = (best + (query * query).sum(dim=1)).clamp_min(0).sqrt()
+    return out
+
+
+class PatchMemoryHead(DetectorHead):
+    """Training-free head: ``n_memories`` banks of ``M`` stored training patches each; a patch's score is its
+    nearest-neighbour L2 distance to each bank, averaged over the banks.
+
+    Buffers (saved with the model): ``memory`` (n_memories, M, D), fp16 when ``fp16``, and ``owner``
+    (n_memories, M): the index of the training image each stored patch came from, which lets
+    ``training_scores`` score every training image without its own patches. ``M`` depends on the data, so
+    the buffers start empty and ``_load_from_state_dict`` resizes them to a checkpoint's shape.
+    """
+
+    trainable = False
+    data_sized_buffers: tuple[str, ...] = ("memory", "owner")
+
+    def __init__(self, dim: int, *, n_memories: int, fp16: bool, top_k: float) -> None:
+        super().__init__()
+        self.dim = dim
+        self.top_k = top_k
+        dtype = torch.float16 if fp16 else torch.float32
+        self.register_buffer("memory", torch.zeros(n_memories, 0, dim, dtype=dtype))
+        self.register_buffer("owner", torch.zeros(n_memories, 0, dtype=torch.int32))
+
+    # -- fitting -------------------------------------------------------------------------------------------
+    def _select(self, features: torch.Tensor) -> torch.Tensor:
+        """(n_memories, M) indices into ``flat_patches(features)`` of the patches to keep."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def fit_statistics(self, features: torch.Tensor) -> None:
+        """Keep the patches chosen by ``_select`` (gathered without flattening the whole feature tensor)."""
+        self._check_features(features)
+        if features.shape[0] < 2:
+            raise ValueError(f"a patch memory needs at least 2 training images, got {features.shape[0]}")
+        index = self._select(features).cpu()
+        n_memories = self.memory.shape[0]
+        if index.dim() != 2 or index.shape[0] != n_memories:
+            raise RuntimeError(f"_select returned shape {tuple(index.shape)}, expected ({n_memories}, M)")
+        hw = features.shape[2] * features.shape[3]
+        image, position = index // hw, index % hw
+        y, x = position // features.shape[3], position % features.shape[3]
+        source = features.cpu()
+        patches = source[image.reshape(-1), :, y.reshape(-1), x.reshape(-1)].reshape(*index.shape, -1)
+        device = self.memory.device
+        self.memory = patches.to(device=device, dtype=self.memory.dtype).contiguous()
+        self.owner = image.to(device=device, dtype=torch.int32).contiguous()
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.memory.shape[1] > 0
+
+    def _check_features(self, features: torch.Tensor) -> None:
+        if features.dim() != 4 or features.shape[1] != self.dim:
+            raise ValueError(f"expected features (N, {self.dim}, h, w), got shape {tuple(features.shape)}")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError(f"{type(self).__name__} has an empty memory: call fit_statistics(features) first")
+
+    # -- scoring -------------------------------------------------------------------------------------------
+    def _distances(self, patches: torch.Tensor, query_owner: torch.Tensor | None) -> torch.Tensor:
+        total = torch.zeros(patches.shape[0], device=patches.device)
+        for memory, owner in zip(self.memory, self.owner):
+            total += nearest_distance(patches, memory, query_owner=query_owner,
+                                      bank_owner=owner if query_owner is not None else None)
+        return total / self.memory.shape[0]
+
+    @torch.no_grad()
+    def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        self._check_features(features)
+        n, _, h, w = features.shape
+        return self._distances(flat_patches(features), None).view(n, h, w)
+
+    @torch.no_grad()
+    def training_scores(self, features: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+        """Leave-one-image-out image scores of the images this head was fitted on (pass the same tensor):
+        image i is scored against the stored patches of every image but i, so a defect copied once into
+        the training folder scores like an unseen one."""
+        self._check_fitted()
+        self._check_features(features)
+        if int(self.owner.max()) >= features.shape[0]:
+            raise ValueError(f"the memory holds patches of image {int(self.owner.max())} but only "
+                             f"{features.shape[0]} images were given: pass the features the head was fitted on")
+        device = self.memory.device
+        h, w = features.shape[2:]
+        out = []
+        for start in range(0, features.shape[0], batch_size):
+            batch = features[start:start + batch_size].to(device)
+            owner = torch.arange(start, start + batch.shape[0], device=device, dtype=torch.int32)
+            patch = self._distances(flat_patches(batch), owner.repeat_interleave(h * w))
+            out.append(top_k_mean(patch.view(batch.shape[0], h, w), self.top_k).cpu())
+        return torch.cat(out)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # The bank size M is only known from the checkpoint: resize (keeping dtype, device and every other
+        # dimension) and let the strict default loader copy the values and report anything else.
+        for name in self.data_sized_buffers:
+            saved = state_dict.get(prefix + name)
+            current = getattr(self, name)
+            if saved is not None and saved.dim() == current.dim() and saved.shape[0] == current.shape[0] \
+                    and saved.shape[2:] == current.shape[2:]:
+                setattr(self, name, torch.empty(saved.shape, dtype=current.dtype, device=current.device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def memory_size(n_patches: int, patches_per_image: int, fraction: float, max_patches: int) -> int:
+    """Patches per memory: ``fraction`` of all, capped at ``max_patches``, and more than one image holds
+    (so leave-one-image-out always leaves a neighbour), but never more than exist."""
+    size = min(int(math.ceil(fraction * n_patches)), max_patches)
+    return min(max(size, patches_per_image + 1), n_patches)
