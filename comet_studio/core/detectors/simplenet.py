@@ -46,13 +46,17 @@ class SimpleNetHead(DetectorHead):
         return self.adaptor((patches - self.feature_mean) / self.feature_std)
 
     def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        adapted = self._adapted(features)
+        adapted = self._adapted(features).flatten(1, 2)  # (B, P, D)
+        keep = self.config.train_patches
+        if self.training and 0 < keep < adapted.shape[1]:
+            pick = torch.randperm(adapted.shape[1], generator=generator, device=adapted.device)[:keep]
+            adapted = adapted[:, pick]
         noise = torch.randn(adapted.shape, generator=generator, device=adapted.device) * self.config.noise_std
         true_scores = self.discriminator(adapted).squeeze(-1)
         fake_scores = self.discriminator(adapted + noise).squeeze(-1)
         margin = self.config.margin
         loss = F.relu(margin - true_scores) + F.relu(margin + fake_scores)
-        return loss.flatten(1).mean(dim=1)
+        return loss.mean(dim=1)
 
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         return -self.discriminator(self._adapted(features)).squeeze(-1)
