@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .images import ImageReadError, is_image_name, read_image
 
-__all__ = ["SkippedFile", "ImageFolder", "scan_folder", "MIN_IMAGES", "NotEnoughImagesError"]
+__all__ = ["SkippedFile", "ImageFolder", "iter_folder", "scan_folder", "MIN_IMAGES", "NotEnoughImagesError"]
 
 logger = logging.getLogger(__name__)
 MIN_IMAGES = 8
@@ -37,10 +38,10 @@ class ImageFolder:
         return len(self.paths)
 
 
-def _walk(root: Path) -> list[Path]:
-    """All files under root, following symlinked folders once (a symlink loop is not followed twice)."""
+def _walk(root: Path) -> Iterator[Path]:
+    """All files under root in sorted order, one folder at a time (so a huge tree is never listed whole),
+    following symlinked folders once (a symlink loop is not followed twice)."""
     seen: set[str] = set()
-    files: list[Path] = []
     for directory, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
         if real in seen:
@@ -48,14 +49,26 @@ def _walk(root: Path) -> list[Path]:
             continue
         seen.add(real)
         dirnames.sort()
-        # Masks of a KolektorSDD2/MVTec layout are labels, not training images.
-        files.extend(Path(directory) / name for name in sorted(filenames))
-    return files
+        yield from (Path(directory) / name for name in sorted(filenames))
 
 
 def _is_mask_name(path: Path) -> bool:
     stem = path.stem.lower()
     return stem.endswith("_gt") or stem.endswith("_mask") or "ground_truth" in path.parts
+
+
+def iter_folder(root: str | Path) -> Iterator[tuple[Path, str | None]]:
+    """(path, None) for each image file under ``root`` and (path, reason) for each file that is not one, in
+    ``scan_folder``'s order, without reading any image: the lazy listing behind streaming prediction.
+    Mask files and hidden files are left out silently."""
+    for path in _walk(Path(root)):
+        # Masks of a KolektorSDD2/MVTec layout are labels, not images to use.
+        if _is_mask_name(path) or path.name.startswith("."):
+            continue
+        if not is_image_name(path):
+            yield path, f"not an image file extension ({path.suffix or 'none'})"
+        else:
+            yield path, None
 
 
 def scan_folder(root: str | Path, *, verify: bool = True, min_images: int = MIN_IMAGES) -> ImageFolder:
@@ -73,13 +86,9 @@ def scan_folder(root: str | Path, *, verify: bool = True, min_images: int = MIN_
         raise NotADirectoryError(f"not a folder: {root} (give the folder that holds the images)")
     paths: list[str] = []
     skipped: list[SkippedFile] = []
-    for path in _walk(root):
-        if _is_mask_name(path):
-            continue
-        if path.name.startswith("."):
-            continue
-        if not is_image_name(path):
-            skipped.append(SkippedFile(str(path), f"not an image file extension ({path.suffix or 'none'})"))
+    for path, reason in iter_folder(root):
+        if reason is not None:
+            skipped.append(SkippedFile(str(path), reason))
             continue
         if verify:
             try:
