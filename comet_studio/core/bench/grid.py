@@ -69,9 +69,11 @@ class BenchConfig:
         return {k: v for k, v in (("rounds", self.rounds), ("steps_per_round", self.steps_per_round)) if v is not None}
 
     def settings(self) -> dict[str, object]:
-        """The settings that every result in one output folder must share."""
-        return {"backbone": self.backbone, "image_size": self.image_size, "rounds": self.rounds,
-                "steps_per_round": self.steps_per_round, "max_train": self.max_train}
+        """The settings that every result in one output folder must share (defaults resolved, so that
+        ``--rounds 12`` and the default 12 are the same bench)."""
+        train = TrainConfig(**self.train_overrides())
+        return {"backbone": self.backbone, "image_size": self.image_size, "rounds": train.rounds,
+                "steps_per_round": train.steps_per_round, "max_train": self.max_train}
 
 
 @dataclass(frozen=True, order=True)
@@ -98,7 +100,8 @@ class Cell:
 def find_categories(root: str | Path, names: tuple[str, ...] | None = None) -> dict[str, Path]:
     """``{name: folder}`` of the MVTec-layout categories under ``root`` (or ``root`` itself when it is one),
     filtered to ``names`` when given."""
-    root = Path(root).expanduser()
+    # Absolute paths: the feature cache and the per-cell records stay valid from any working directory.
+    root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"data root not found or not a folder: {root}")
     if is_mvtec_category(root):
