@@ -85,7 +85,7 @@ def create_ui(ctx: AppContext) -> ExportUI:
             run = run_dropdown(ctx, "Run", "export-run")
             build = gr.Button("Build zip", variant="primary", elem_id="export-build")
         file = gr.File(label="Run archive", interactive=False, elem_id="export-file")
-        summary = gr.Markdown()
+        summary = gr.Markdown(label="contents")
     ctx.export = ExportUI(tab, run, build, file, summary)
     return ctx.export
 

@@ -166,12 +166,13 @@ def create_ui(ctx: AppContext) -> TestUI:
             folder = gr.Textbox(label="...or a folder / image / MVTec AD category on this machine",
                                 placeholder="/data/mvtec/bottle  (an MVTec category adds AUROC, pixel AUROC, AUPRO)")
         score = gr.Button("Score", variant="primary", elem_id="test-score")
-        summary = gr.Markdown(elem_id="test-summary")
+        summary = gr.Markdown(label="summary", elem_id="test-summary")
         with gr.Row():
-            slider = gr.ImageSlider(label="Image | heatmap (click a result below)", type="filepath")
+            slider = gr.ImageSlider(label="Image | heatmap (click a result below)", type="filepath",
+                                    elem_id="test-slider")
             roc = gr.Plot(show_label=False)
         gallery = gr.Gallery(label="Heatmaps", columns=6, height=360, object_fit="cover", allow_preview=False)
-        table = gr.Dataframe(headers=["file", "score", "verdict", "ground truth"], interactive=False,
+        table = gr.Dataframe(headers=["file", "score", "verdict", "ground truth"], interactive=False, label="results",
                              elem_id="test-table")
         results = gr.State([])
     ctx.test = TestUI(tab, run, files, folder, threshold, score, slider, gallery, summary, table, roc, results)

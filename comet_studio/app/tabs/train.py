@@ -79,7 +79,8 @@ def start_training(ctx: AppContext, folder: str, model_config: ModelConfig, trai
     def target(job: Job) -> dict[str, Any]:
         job.on_progress("scanning", 0, 1)
         images = training_folder(path)
-        overrides = {p: v for p, v in carried.items() if p in set(images.paths)}
+        present = set(images.paths)
+        overrides = {p: v for p, v in carried.items() if p in present}
         job.set_info(_paths=images.paths, n_images=len(images), n_skipped=len(images.skipped),
                      overrides=len(overrides), overrides_dropped=len(carried) - len(overrides),
                      rounds=train_config.rounds)
