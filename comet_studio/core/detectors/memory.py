@@ -2,9 +2,12 @@
 
 Why random and sparse: a greedy coreset (PatchCore) keeps exactly the rare patches, so defects copied into
 the training folder end up in the memory and their twins score as normal. A random ``fraction`` (~10%) of
-the patches keeps any one defect patch with probability ~``fraction``; averaging B such memories is a
-low-pass filter over that luck (MeDS, ICML 2026). Training images are scored leave-one-image-out, so the
-same memories also give the CoMet trainer a contamination prior before any training step.
+the patches keeps any one defect patch with probability ~``fraction``, and B such memories filter out
+that luck (MeDS, ICML 2026). We combine them with a max by default (``MemoryConfig.aggregate``): a copied
+defect is covered by some memories but rarely by all, while normal patterns are covered by every one;
+the average lets the memories that do hold the defect pull its score down. Training images are scored
+leave-one-image-out, so the same memories also give the CoMet trainer a contamination prior before any
+training step.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ __all__ = ["MemoryHead", "memory_prior_scores"]
 
 class MemoryHead(PatchMemoryHead):
     """``config.n_memories`` memories, each a seeded uniform sample of ``config.fraction`` of the training
-    patches (at most ``config.max_patches``), stored in fp16 when ``config.fp16``.
+    patches (at most ``config.max_patches``), stored in fp16 when ``config.fp16``; patch distances are
+    combined over the memories by ``config.aggregate``.
 
     ``seed`` fixes the samples; ``None`` draws it from torch's global generator, which ``AnomalyModel.fit``
     seeds with ``TrainConfig.seed`` just before building the head, so fits stay reproducible.
     """
 
     def __init__(self, dim: int, config: MemoryConfig, *, seed: int | None = None) -> None:
-        super().__init__(dim, n_memories=config.n_memories, fp16=config.fp16, top_k=config.top_k)
+        super().__init__(dim, n_memories=config.n_memories, fp16=config.fp16, top_k=config.top_k,
+                         aggregate=config.aggregate)
         self.config = config
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
 

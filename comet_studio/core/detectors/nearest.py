@@ -15,8 +15,9 @@ from .base import DetectorHead, top_k_mean
 
 __all__ = ["nearest_distance", "flat_patches", "memory_size", "PatchMemoryHead"]
 
-# Distance entries computed per block (16 MiB of float32): bounds peak memory on CPU and GPU alike.
-_BLOCK = 1 << 22
+# Distance entries computed per block: 16 MiB of float32 on the CPU, 128 MiB on a GPU (bigger matmuls
+# keep it busy). Bounds peak memory whatever the number of queries or stored patches.
+_BLOCK = {"cpu": 1 << 22, "cuda": 1 << 25}
 
 
 def flat_patches(features: torch.Tensor) -> torch.Tensor:
@@ -24,19 +25,35 @@ def flat_patches(features: torch.Tensor) -> torch.Tensor:
     return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
 
 
+def _partial_squared(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """||q - b||^2 - ||q||^2 = ||b||^2 - 2 q.b for every pair: one matmul; ||q||^2 and the square root are
+    added once per query after the minimum (cdist would take a root per pair)."""
+    rows = rows.to(query.device, torch.float32)
+    return torch.addmm((rows * rows).sum(dim=1)[None, :], query, rows.T, alpha=-2.0)
+
+
+def _finish(best: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    return (best + (query * query).sum(dim=1)).clamp_min(0).sqrt()
+
+
 @torch.no_grad()
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, query_owner: torch.Tensor | None = None,
-                     bank_owner: torch.Tensor | None = None, block: int = _BLOCK) -> torch.Tensor:
+                     bank_owner: torch.Tensor | None = None, block: int | None = None) -> torch.Tensor:
     """(Q,) L2 distance from each row of ``queries`` (Q, D) to its nearest row of ``bank`` (M, D).
 
     With owners given, bank rows owned by the query's own image are skipped (leave-one-image-out); a query
-    with no other row left gets ``inf``. Computed in float32 blocks of at most ``block`` distances, so a
-    half-precision bank is upcast one block at a time.
+    with no other row left gets ``inf``. Computed in float32 blocks of at most ``block`` distances (default
+    by device), so a half-precision bank is upcast one block at a time.
     """
     if bank.shape[0] == 0:
         raise ValueError("the memory bank is empty: fit the head first")
     if (query_owner is None) != (bank_owner is None):
         raise ValueError("give both query_owner and bank_owner, or neither")
+    if query_owner is None and (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+        # An exported graph keeps a dynamic batch axis: no Python loop over the (symbolic) query count.
+        query = queries.float()
+        return _finish(_partial_squared(query, bank).min(dim=1).values, query)
+    block = block or _BLOCK.get(queries.device.type, _BLOCK["cpu"])
     n_bank = bank.shape[0]
     bank_step = min(n_bank, block)
     query_step = max(1, block // bank_step)
@@ -45,21 +62,18 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, query_owner: 
         query = queries[qs:qs + query_step].float()
         best = torch.full((query.shape[0],), math.inf, device=query.device)
         for bs in range(0, n_bank, bank_step):
-            rows = bank[bs:bs + bank_step].to(query.device, torch.float32)
-            # ||q - b||^2 - ||q||^2 = ||b||^2 - 2 q.b: one matmul, and ||q||^2 and the root only once per
-            # query (what cdist does inside, minus a square root per pair).
-            partial = torch.addmm((rows * rows).sum(dim=1)[None, :], query, rows.T, alpha=-2.0)
+            partial = _partial_squared(query, bank[bs:bs + bank_step])
             if query_owner is not None:
                 same = query_owner[qs:qs + query_step, None] == bank_owner[None, bs:bs + bank_step]
                 partial.masked_fill_(same.to(partial.device), math.inf)
             best = torch.minimum(best, partial.min(dim=1).values)
-        out[qs:qs + query_step] = (best + (query * query).sum(dim=1)).clamp_min(0).sqrt()
+        out[qs:qs + query_step] = _finish(best, query)
     return out
 
 
 class PatchMemoryHead(DetectorHead):
     """Training-free head: ``n_memories`` banks of ``M`` stored training patches each; a patch's score is its
-    nearest-neighbour L2 distance to each bank, averaged over the banks.
+    nearest-neighbour L2 distance to each bank, combined over the banks by ``aggregate`` ("max" or "mean").
 
     Buffers (saved with the model): ``memory`` (n_memories, M, D), fp16 when ``fp16``, and ``owner``
     (n_memories, M): the index of the training image each stored patch came from, which lets
@@ -70,10 +84,13 @@ class PatchMemoryHead(DetectorHead):
     trainable = False
     data_sized_buffers: tuple[str, ...] = ("memory", "owner")
 
-    def __init__(self, dim: int, *, n_memories: int, fp16: bool, top_k: float) -> None:
+    def __init__(self, dim: int, *, n_memories: int, fp16: bool, top_k: float, aggregate: str = "mean") -> None:
         super().__init__()
+        if aggregate not in ("max", "mean"):
+            raise ValueError(f"aggregate must be 'max' or 'mean', got {aggregate!r}")
         self.dim = dim
         self.top_k = top_k
+        self.aggregate = aggregate
         dtype = torch.float16 if fp16 else torch.float32
         self.register_buffer("memory", torch.zeros(n_memories, 0, dim, dtype=dtype))
         self.register_buffer("owner", torch.zeros(n_memories, 0, dtype=torch.int32))
@@ -116,11 +133,15 @@ class PatchMemoryHead(DetectorHead):
 
     # -- scoring -------------------------------------------------------------------------------------------
     def _distances(self, patches: torch.Tensor, query_owner: torch.Tensor | None) -> torch.Tensor:
-        total = torch.zeros(patches.shape[0], device=patches.device)
+        combined = None
         for memory, owner in zip(self.memory, self.owner):
-            total += nearest_distance(patches, memory, query_owner=query_owner,
-                                      bank_owner=owner if query_owner is not None else None)
-        return total / self.memory.shape[0]
+            dist = nearest_distance(patches, memory, query_owner=query_owner,
+                                    bank_owner=owner if query_owner is not None else None)
+            if combined is None:
+                combined = dist
+            else:
+                combined = torch.maximum(combined, dist) if self.aggregate == "max" else combined + dist
+        return combined if self.aggregate == "max" else combined / self.memory.shape[0]
 
     @torch.no_grad()
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
