@@ -144,9 +144,9 @@ class AnomalyModel:
         return float(self._check_fitted().post.threshold)
 
     # -- persistence ---------------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` + ``model.json`` (head and post-processing only: the backbone is
-        rebuilt from its pretrained package)."""
+    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, config) that ``save`` writes: head and post-processing only (the backbone is rebuilt
+        from its pretrained package), plus the JSON-ready config. Exporters reuse it."""
         model = self._check_fitted()
         tensors = {f"head.{k}": v for k, v in model.head.state_dict().items()}
         tensors.update({f"post.{k}": v for k, v in model.post.state_dict().items()})
@@ -155,12 +155,18 @@ class AnomalyModel:
                 "layers": list(model.extractor.layers), "threshold": float(model.post.threshold),
                 "median": float(model.post.median), "normalisation": {"mean": list(model.extractor.backbone.mean),
                                                                       "std": list(model.extractor.backbone.std)}}
-        write_checkpoint(directory, tensors, meta)
+        return tensors, meta
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``model.json`` (see ``checkpoint``), each atomically."""
+        write_checkpoint(directory, *self.checkpoint())
         return Path(directory)
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str = "auto") -> "AnomalyModel":
-        """Load a model saved by ``save`` (a run folder or its ``model/`` folder)."""
+        """Load a model saved by ``save`` (a run folder or its ``model/`` folder) or a single ``.safetensors``
+        file from ``export_model``. A checkpoint of another format version, backbone or shape raises
+        ``CheckpointError`` saying why."""
         tensors, meta = read_checkpoint(directory)
         try:
             config = config_from_dict(ModelConfig, meta["model"])
@@ -169,11 +175,13 @@ class AnomalyModel:
         self = cls(config, train=TrainConfig(device=device))
         self.device_ = resolve_device(device)
         extractor = self._extractor()
-        if extractor.out_dim != meta.get("feature_dim") or list(extractor.grid) != meta.get("grid"):
+        found = (extractor.out_dim, list(extractor.grid), list(extractor.layers))
+        saved = (meta.get("feature_dim"), meta.get("grid"), meta.get("layers"))
+        if found != saved:
             raise CheckpointError(
-                f"{directory}: saved for features of dim {meta.get('feature_dim')} on grid {meta.get('grid')}, "
-                f"but this backbone gives dim {extractor.out_dim} on {list(extractor.grid)}; the checkpoint "
-                f"comes from a different comet-studio or backbone version")
+                f"{directory}: saved for features of dim {saved[0]} on grid {saved[1]} from layers {saved[2]}, "
+                f"but its config ({config.backbone.name}) gives dim {found[0]} on {found[1]} from {found[2]}; "
+                f"the config was edited, or the checkpoint comes from a different comet-studio version")
         head = build_head(config, extractor.out_dim, extractor.grid)
         post = PostProcessor()
         _load_state(head, tensors, "head.", directory)

@@ -1,5 +1,7 @@
-"""Reading and writing models and run outputs."""
+"""Reading and writing models and run outputs (exporters live in ``core.io.export``)."""
 
-from .checkpoint import FORMAT_VERSION, CheckpointError, read_checkpoint, write_checkpoint
+from .atomic import atomic_path
+from .checkpoint import FORMAT_VERSION, CheckpointError, read_checkpoint, write_checkpoint, write_checkpoint_file
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "read_checkpoint", "write_checkpoint"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "atomic_path", "read_checkpoint", "write_checkpoint",
+           "write_checkpoint_file"]

@@ -1,0 +1,37 @@
+"""Atomic file writes: write to a temporary file beside the target, flush it to disk, then rename.
+
+A reader (or a crash) therefore sees either the old file or the complete new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; on success it replaces ``target``, on error it is removed.
+
+    >>> with atomic_path("model.onnx") as tmp:
+    ...     write_something(tmp)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name, so two writers of the same target never share a temp file; same folder, so
+    # os.replace is a rename on one file system. The writer creates the file (normal permissions).
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise FileNotFoundError(f"nothing was written to {tmp} for {target}")
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())  # the data is on disk before the rename makes it visible
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
