@@ -13,7 +13,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from comet_studio.cli.bench import add_bench_parser
-from comet_studio.cli.train_all import add_train_all_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -111,10 +110,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from comet_studio.core.model import AnomalyModel
-    from comet_studio.core.predict import collect_images, predict_to_csv
+    from comet_studio.core.predict import collect_images, load_predictor, predict_to_csv
 
-    model = AnomalyModel.load(args.run_dir, device=args.device)
+    model = load_predictor(args.run_dir, device=args.device)  # a run folder, .safetensors or .onnx file
     paths, skipped = collect_images(args.images)
     if not paths:
         print("no images to predict", file=sys.stderr)
@@ -125,6 +123,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for path, reason in skipped:
         print(f"  skipped {path}: {reason}")
     print(f"wrote {csv_path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from comet_studio.core.io.export import export_model
+    from comet_studio.core.model import AnomalyModel
+
+    model = AnomalyModel.load(args.run_dir, device="cpu")
+    path = export_model(model, args.out, args.format)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.format})")
     return 0
 
 
@@ -159,16 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_train)
 
-    add_train_all_parser(sub, _add_model_options)  # cli/train_all.py: every category of a plant
-
     p = sub.add_parser("predict", help="score images with a trained run; CSV + heatmap overlays")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run folder, its model/ folder, or an exported .safetensors or .onnx file")
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64, help="images per chunk")
     p.add_argument("--no-heatmaps", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a deployable model: ONNX (uint8 RGB frames in, scores out), "
+                                      "TorchScript, or one .safetensors file")
+    p.add_argument("run_dir", help="run folder, its model/ folder, or an exported .safetensors file")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "safetensors"])
+    p.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="image/pixel AUROC, AUPRO, F1-max on an MVTec-layout test set")
     p.add_argument("run_dir")

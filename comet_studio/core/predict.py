@@ -5,15 +5,33 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import cv2
+import numpy as np
 
 from .data.folder import scan_folder
 from .data.images import ImageReadError, is_image_name, read_image
 from .model import AnomalyModel, Prediction
 from .visualize import overlay_heatmap
 
-__all__ = ["collect_images", "iter_predictions", "predict_to_csv"]
+__all__ = ["Predictor", "load_predictor", "collect_images", "iter_predictions", "predict_to_csv"]
+
+
+class Predictor(Protocol):
+    """Anything that scores RGB images: ``AnomalyModel`` or ``OnnxPredictor``."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> Prediction: ...
+
+
+def load_predictor(source: str | Path, *, device: str = "auto") -> Predictor:
+    """An exported ``.onnx`` file -> ``OnnxPredictor``; a run folder, its ``model/`` folder or an exported
+    ``.safetensors`` file -> ``AnomalyModel``."""
+    if Path(source).suffix.lower() == ".onnx":
+        from .onnx_predictor import OnnxPredictor  # onnxruntime is only imported when needed
+
+        return OnnxPredictor(source, device=device)
+    return AnomalyModel.load(source, device=device)
 
 
 def collect_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -35,7 +53,7 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[tuple[
     return paths, skipped
 
 
-def iter_predictions(model: AnomalyModel, paths: Sequence[str], *, chunk: int = 64
+def iter_predictions(model: Predictor, paths: Sequence[str], *, chunk: int = 64
                      ) -> Iterator[tuple[list[str], Prediction | None, list[tuple[str, str]], list]]:
     """(paths, prediction, unreadable, images) per chunk. Unreadable files are reported, not raised."""
     for start in range(0, len(paths), chunk):
@@ -53,7 +71,7 @@ def iter_predictions(model: AnomalyModel, paths: Sequence[str], *, chunk: int = 
             yield [], None, bad, []
 
 
-def predict_to_csv(model: AnomalyModel, paths: Sequence[str], out_dir: str | Path, *, heatmaps: bool = True,
+def predict_to_csv(model: Predictor, paths: Sequence[str], out_dir: str | Path, *, heatmaps: bool = True,
                    chunk: int = 64, progress: Callable[[int, int], None] | None = None) -> Path:
     """Write ``predictions.csv`` (path, score, raw_score, label, error) and optional overlays into ``out_dir``."""
     out = Path(out_dir)
