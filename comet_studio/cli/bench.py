@@ -6,10 +6,13 @@ Parses flags into a ``BenchConfig``/``SpeedConfig``, makes one core call and pri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
 from tqdm import tqdm
+
+from comet_studio.cli.engine import add_engine_options, engine_from_args
 
 __all__ = ["add_bench_parser", "cmd_bench"]
 
@@ -82,6 +85,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--no-png", action="store_true", help="write the charts as HTML only")
     p.add_argument("--speed", action="store_true", help="time feature extraction, training and inference")
     p.add_argument("--speed-images", type=int, default=32, help="--speed: real images to time on")
+    add_engine_options(p, jobs="one task per category's feature extraction, then one per grid cell (grid only)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -90,6 +94,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.speed and (args.engine != "local" or args.address):
+        raise ValueError("--engine/--address apply to the benchmark grid; --speed times this machine")
     return _speed(args) if args.speed else _grid(args)
 
 
@@ -103,8 +109,11 @@ def _grid(args: argparse.Namespace) -> int:
                          image_size=args.image_size, rounds=args.rounds, steps_per_round=args.steps,
                          max_train=args.max_train, device=args.device)
     bars = _Bars()
+    # --engine local keeps the sequential loop (features stay in memory between cells); ray runs jobs.
+    engine = engine_from_args(args) if args.engine != "local" else contextlib.nullcontext()
     try:
-        result = run_bench(args.data_root, args.out, config, progress=bars, png=not args.no_png)
+        with engine as running:
+            result = run_bench(args.data_root, args.out, config, progress=bars, png=not args.no_png, engine=running)
     finally:
         bars.close()
     print(result.report.markdown.read_text())

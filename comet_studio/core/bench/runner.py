@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from ..model import AnomalyModel
 from .features import FeatureStore, load_or_extract
 from .grid import BenchConfig, Cell, build_cells, cell_configs, find_categories
 from .report import ReportFiles, write_report
+
+if TYPE_CHECKING:
+    from ..distributed.engine import Engine
 
 __all__ = ["COLUMNS", "BenchResult", "run_bench", "run_cell", "read_results", "cap_train"]
 
@@ -179,10 +183,11 @@ def run_cell(cell: Cell, dataset: LabelledSet, store: FeatureStore, config: Benc
 
 
 def run_bench(data_root: str | Path, out_dir: str | Path, config: BenchConfig, *,
-              progress: Progress | None = None, png: bool = True) -> BenchResult:
+              progress: Progress | None = None, png: bool = True, engine: Engine | None = None) -> BenchResult:
     """Run every cell of ``config`` over the categories of ``data_root`` that ``out_dir`` does not already
     hold as finished rows (cells with an error are retried), then write the report (``png=False``: charts
-    as HTML only)."""
+    as HTML only). With an ``engine`` (``core.distributed``, e.g. Ray) the cells run as parallel jobs
+    (``parallel.py``); without one, one after the other in this process."""
     categories = find_categories(data_root, config.categories)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,19 +199,29 @@ def run_bench(data_root: str | Path, out_dir: str | Path, config: BenchConfig, *
     done = len(cells) - len(pending)
     if progress is not None:
         progress("cells", done, len(cells))
-    extracted = 0
-    for category in dict.fromkeys(c.category for c in pending):
-        dataset = cap_train(load_mvtec(categories[category]), config.max_train)
-        paths = list(dataset.train) + [i.path for i in dataset.test]
-        store, count = load_or_extract(out / "features", category, paths, config.backbone_config(),
-                                       device=config.device, progress=progress)
-        extracted += count
-        for cell in (c for c in pending if c.category == category):
-            rows[cell.key] = run_cell(cell, dataset, store, config, out / "cells")
-            _write_results(results, list(rows.values()))
-            done += 1
-            if progress is not None:
-                progress("cells", done, len(cells))
+
+    def record(cell: Cell, row: dict) -> None:
+        nonlocal done
+        rows[cell.key] = row
+        _write_results(results, list(rows.values()))
+        done += 1
+        if progress is not None:
+            progress("cells", done, len(cells))
+
+    if engine is not None:
+        from .parallel import run_cells_on
+
+        extracted = run_cells_on(engine, pending, categories, config, out, record)
+    else:
+        extracted = 0
+        for category in dict.fromkeys(c.category for c in pending):
+            dataset = cap_train(load_mvtec(categories[category]), config.max_train)
+            paths = list(dataset.train) + [i.path for i in dataset.test]
+            store, count = load_or_extract(out / "features", category, paths, config.backbone_config(),
+                                           device=config.device, progress=progress)
+            extracted += count
+            for cell in (c for c in pending if c.category == category):
+                record(cell, run_cell(cell, dataset, store, config, out / "cells"))
     all_rows = read_results(results) if results.exists() else []
     if not results.exists():
         _write_results(results, [])

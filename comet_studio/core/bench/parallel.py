@@ -1,0 +1,84 @@
+"""The grid's cells as parallel jobs on an engine (``core.distributed``: Ray tasks on a cluster).
+
+Two waves: one job per category extracts its features into the on-disk cache (``features.py``), then one
+job per cell reads them back and runs ``run_cell``. Every job names files by absolute path, so the output
+folder must be on storage that every node sees. Rows come back to the caller as cells finish, so
+results.csv stays resumable exactly as with the sequential loop in ``runner.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..data import LabelledSet, load_mvtec
+from ..distributed.engine import Engine
+from .features import FeatureStore, load_or_extract
+from .grid import BenchConfig, Cell
+from .runner import _empty_row, cap_train, run_cell
+
+__all__ = ["run_cells_on"]
+
+
+@dataclass(frozen=True)
+class _CategoryJob:
+    category: str
+    folder: Path
+    config: BenchConfig
+    out: Path
+
+
+@dataclass(frozen=True)
+class _CellJob:
+    cell: Cell
+    data: _CategoryJob
+
+
+def _features(job: _CategoryJob) -> tuple[LabelledSet, FeatureStore, int]:
+    """The category's (capped) dataset and features, from the cache, extracting what it lacks."""
+    dataset = cap_train(load_mvtec(job.folder), job.config.max_train)
+    paths = list(dataset.train) + [i.path for i in dataset.test]
+    store, count = load_or_extract(job.out / "features", job.category, paths, job.config.backbone_config(),
+                                   device=job.config.device)
+    return dataset, store, count
+
+
+def _extract_job(job: _CategoryJob) -> int:
+    return _features(job)[2]
+
+
+def _cell_job(job: _CellJob) -> dict:
+    dataset, store, _ = _features(job.data)  # read back from the cache the first wave wrote
+    return run_cell(job.cell, dataset, store, job.data.config, job.data.out / "cells")
+
+
+def _failed_row(cell: Cell, error: str) -> dict:
+    row = _empty_row(cell)
+    row.update(error=error, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return row
+
+
+def run_cells_on(engine: Engine, pending: list[Cell], categories: dict[str, Path], config: BenchConfig,
+                 out: Path, record: Callable[[Cell, dict], None]) -> int:
+    """Run ``pending`` on ``engine``, calling ``record(cell, row)`` as each cell finishes (a category whose
+    features cannot be extracted gives every one of its cells an error row). Returns how many images had
+    their features extracted now."""
+    out = Path(out).resolve()
+    jobs = {name: _CategoryJob(name, Path(categories[name]).resolve(), config, out)
+            for name in dict.fromkeys(c.category for c in pending)}
+    names = list(jobs)
+    extracted, broken = 0, {}
+    for outcome in engine.map_unordered(_extract_job, [jobs[n] for n in names]):
+        if outcome.error is None:
+            extracted += outcome.value
+        else:
+            broken[names[outcome.index]] = f"feature extraction failed: {outcome.error}"
+    for cell in (c for c in pending if c.category in broken):
+        record(cell, _failed_row(cell, broken[cell.category]))
+    cell_jobs = [_CellJob(c, jobs[c.category]) for c in pending if c.category not in broken]
+    for outcome in engine.map_unordered(_cell_job, cell_jobs):
+        cell = cell_jobs[outcome.index].cell
+        record(cell, outcome.value if outcome.error is None else _failed_row(cell, outcome.error))
+    return extracted
