@@ -21,8 +21,9 @@ def _copy(files: list[Path], target: Path) -> None:
 
 def _mvtec_copy(source: Path, target: Path, n_train: int, n_test: int) -> None:
     _copy(sorted((source / "train" / "good").glob("*.jpg"))[:n_train], target / "train" / "good")
-    for defect in sorted(p for p in (source / "test").iterdir() if p.is_dir())[:2]:
-        _copy(sorted(defect.glob("*.jpg"))[:n_test], target / "test" / defect.name)
+    defects = sorted(p.name for p in (source / "test").iterdir() if p.is_dir() and p.name != "good")
+    for name in ("good", defects[0]):
+        _copy(sorted((source / "test" / name).glob("*.jpg"))[:n_test], target / "test" / name)
 
 
 def _elpv_images(n: int) -> list[Path]:
