@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -10,12 +11,14 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .data.folder import scan_folder
+from .data.folder import display_path, name_problem, scan_folder
 from .data.images import ImageReadError, is_image_name, read_image
 from .model import AnomalyModel, Prediction
 from .visualize import overlay_heatmap
 
 __all__ = ["Predictor", "load_predictor", "collect_images", "iter_predictions", "predict_to_csv"]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")  # how Python holds the bytes of a non-UTF-8 file name
 
 
 class Predictor(Protocol):
@@ -45,7 +48,11 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[tuple[
             paths.extend(folder.paths)
             skipped.extend((s.path, s.reason) for s in folder.skipped)
         elif item.is_file() and is_image_name(item):
-            paths.append(str(item))
+            problem = name_problem(item)
+            if problem is None:
+                paths.append(str(item))
+            else:
+                skipped.append((display_path(item), problem))
         elif item.exists():
             skipped.append((str(item), f"not an image file extension ({item.suffix or 'none'})"))
         else:
@@ -81,7 +88,7 @@ def predict_to_csv(model: Predictor, paths: Sequence[str], out_dir: str | Path, 
         heat_dir.mkdir(exist_ok=True)
     csv_path = out / "predictions.csv"
     done = 0
-    with open(csv_path, "w", newline="") as handle:
+    with open(csv_path, "w", newline="", errors="surrogateescape") as handle:  # a name's raw bytes, as on disk
         writer = csv.writer(handle)
         writer.writerow(["path", "score", "raw_score", "label", "error"])
         for good, prediction, bad, images in iter_predictions(model, paths, chunk=chunk):
@@ -90,7 +97,9 @@ def predict_to_csv(model: Predictor, paths: Sequence[str], out_dir: str | Path, 
                 writer.writerow([p, f"{prediction.scores[i]:.6f}", f"{prediction.raw_scores[i]:.6g}", label, ""])
                 if heatmaps:
                     overlay = overlay_heatmap(images[i], prediction.maps[i])
-                    name = f"{done + i:06d}_{Path(p).stem}.png"
+                    # OpenCV crashes (segfault) on a str holding undecodable bytes (surrogates): drop them.
+                    stem = _SURROGATES.sub("_", Path(p).stem)
+                    name = f"{done + i:06d}_{stem}.png"
                     cv2.imwrite(str(heat_dir / name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
             for p, reason in bad:
                 writer.writerow([p, "", "", "", reason])

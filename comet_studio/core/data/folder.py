@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .images import ImageReadError, is_image_name, read_image
 
-__all__ = ["SkippedFile", "ImageFolder", "iter_folder", "scan_folder", "MIN_IMAGES", "NotEnoughImagesError"]
+__all__ = ["SkippedFile", "ImageFolder", "iter_folder", "scan_folder", "name_problem", "display_path",
+           "MIN_IMAGES", "NotEnoughImagesError"]
 
 logger = logging.getLogger(__name__)
 MIN_IMAGES = 8
@@ -38,18 +39,40 @@ class ImageFolder:
         return len(self.paths)
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """All files under root in sorted order, one folder at a time (so a huge tree is never listed whole),
-    following symlinked folders once (a symlink loop is not followed twice)."""
+def _walk(root: Path) -> Iterator[tuple[Path, str | None]]:
+    """(path, None) for every file under root in sorted order, one folder at a time (so a huge tree is never
+    listed whole), following symlinked folders once (a symlink loop is not followed twice); (folder, reason)
+    for each folder that cannot be listed (os.walk would skip it silently)."""
     seen: set[str] = set()
-    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+    unreadable: list[OSError] = []
+    for directory, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable.append):
+        while unreadable:
+            error = unreadable.pop()
+            yield Path(error.filename), f"cannot list folder ({error.strerror or error})"
         real = os.path.realpath(directory)
         if real in seen:
             dirnames[:] = []
             continue
         seen.add(real)
         dirnames.sort()
-        yield from (Path(directory) / name for name in sorted(filenames))
+        yield from ((Path(directory) / name, None) for name in sorted(filenames))
+    for error in unreadable:
+        yield Path(error.filename), f"cannot list folder ({error.strerror or error})"
+
+
+def name_problem(path: Path) -> str | None:
+    """Why a file name cannot be used, or None. Names that are not valid UTF-8 (e.g. Latin-1 names from an
+    old share) are refused: they could not be written to the run's CSV/JSON files or shown in the app."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return f"file name is not valid UTF-8 ({os.fsencode(path.name)!r}): rename the file"
+    return None
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as printable text: undecodable bytes of a non-UTF-8 name shown as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _is_mask_name(path: Path) -> bool:
@@ -61,14 +84,13 @@ def iter_folder(root: str | Path) -> Iterator[tuple[Path, str | None]]:
     """(path, None) for each image file under ``root`` and (path, reason) for each file that is not one, in
     ``scan_folder``'s order, without reading any image: the lazy listing behind streaming prediction.
     Mask files and hidden files are left out silently."""
-    for path in _walk(Path(root)):
+    for path, problem in _walk(Path(root)):
         # Masks of a KolektorSDD2/MVTec layout are labels, not images to use.
-        if _is_mask_name(path) or path.name.startswith("."):
+        if problem is None and (_is_mask_name(path) or path.name.startswith(".")):
             continue
-        if not is_image_name(path):
-            yield path, f"not an image file extension ({path.suffix or 'none'})"
-        else:
-            yield path, None
+        if problem is None and not is_image_name(path):
+            problem = f"not an image file extension ({path.suffix or 'none'})"
+        yield path, problem or name_problem(path)
 
 
 def scan_folder(root: str | Path, *, verify: bool = True, min_images: int = MIN_IMAGES) -> ImageFolder:
@@ -88,20 +110,20 @@ def scan_folder(root: str | Path, *, verify: bool = True, min_images: int = MIN_
     skipped: list[SkippedFile] = []
     for path, reason in iter_folder(root):
         if reason is not None:
-            skipped.append(SkippedFile(str(path), reason))
+            skipped.append(SkippedFile(display_path(path), reason))
             continue
         if verify:
             try:
                 read_image(path)
             except ImageReadError as error:
-                skipped.append(SkippedFile(str(path), str(error)))
+                skipped.append(SkippedFile(display_path(path), str(error)))
                 continue
         paths.append(str(path))
     for item in skipped:
         logger.warning("skipped %s: %s", item.path, item.reason)
     if len(paths) < min_images:
         raise NotEnoughImagesError(
-            f"{root} holds {len(paths)} usable image(s); at least {min_images} are needed to train"
+            f"{display_path(root)} holds {len(paths)} usable image(s); at least {min_images} are needed to train"
             + (f" ({len(skipped)} file(s) skipped, e.g. {skipped[0].path}: {skipped[0].reason})" if skipped else "")
         )
     return ImageFolder(root=str(root), paths=tuple(paths), skipped=tuple(skipped))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -46,15 +49,14 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises ``ImageReadError`` with the reason for empty, truncated, oversized or non-image files.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise ImageReadError(f"cannot access file ({error.strerror or error})") from error
-    if size == 0:
+    info = _regular_file(path)
+    if info.st_size == 0:
         raise ImageReadError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # MAX_PIXELS is our limit: Pillow's lower warning level (89 MP) would refuse images below it,
+            # and its error level (2x that) still refuses bombs before any pixel is decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
@@ -63,7 +65,7 @@ def read_image(path: str | Path) -> np.ndarray:
                 array = _pil_to_rgb(image)
     except ImageReadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:
         raise ImageReadError(f"image too large (decompression-bomb guard: {error})") from error
     except UnidentifiedImageError as error:
         raise ImageReadError("not an image (unrecognised format)") from error
@@ -74,6 +76,23 @@ def read_image(path: str | Path) -> np.ndarray:
     if array.shape[0] < 8 or array.shape[1] < 8:
         raise ImageReadError(f"image too small ({array.shape[1]}x{array.shape[0]}, need at least 8x8)")
     return array
+
+
+def _regular_file(path: Path) -> os.stat_result:
+    """``stat`` of ``path``, refusing what Pillow must not open: missing or looping links, folders, and
+    pipes or devices (opening a named pipe would block the whole run until something writes to it)."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        if path.is_symlink() and error.errno == errno.ENOENT:
+            raise ImageReadError(f"broken symbolic link (its target {os.readlink(path)!r} does not exist)") \
+                from error
+        raise ImageReadError(f"cannot access file ({error.strerror or error})") from error
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError("a folder, not an image file (its name ends like an image)")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageReadError("not a regular file (a pipe, socket or device)")
+    return info
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
