@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from comet_studio.cli.bench import add_bench_parser
+from comet_studio.cli.engine import add_engine_options
 
 __all__ = ["main", "build_parser"]
 
@@ -110,19 +111,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from comet_studio.core.predict import collect_images, load_predictor, predict_to_csv
+    from comet_studio.core.distributed.batch_predict import predict_images
 
-    model = load_predictor(args.run_dir, device=args.device)  # a run folder, .safetensors or .onnx file
-    paths, skipped = collect_images(args.images)
-    if not paths:
+    with tqdm(desc="predict", unit="img", dynamic_ncols=True) as bar:  # no total: the listing streams
+        summary = predict_images(args.run_dir, args.images, args.out, engine=args.engine, address=args.address,
+                                 device=args.device, heatmaps=not args.no_heatmaps, fmt=args.format,
+                                 batch_size=args.batch_size, workers=args.workers,
+                                 progress=lambda done: bar.update(done - bar.n))
+    print(f"{summary.scored} image(s) scored; {summary.failed} could not be (their rows give the reason)")
+    print(f"wrote {summary.table}" + (f" and heatmaps in {summary.heatmaps}" if summary.heatmaps else ""))
+    if not summary.scored:
         print("no images to predict", file=sys.stderr)
         return 2
-    with tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True) as bar:
-        csv_path = predict_to_csv(model, paths, args.out, heatmaps=not args.no_heatmaps, chunk=args.batch_size,
-                                  progress=lambda done, total: bar.update(done - bar.n))
-    for path, reason in skipped:
-        print(f"  skipped {path}: {reason}")
-    print(f"wrote {csv_path}")
     return 0
 
 
@@ -169,11 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="score images with a trained run; CSV + heatmap overlays")
     p.add_argument("run_dir", help="run folder, its model/ folder, or an exported .safetensors or .onnx file")
-    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("images", nargs="+", help="image files, folders, and/or .txt files listing image paths (one per "
+                                             "line; relative paths are relative to the list file)")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64, help="images per chunk")
     p.add_argument("--no-heatmaps", action="store_true")
+    p.add_argument("--format", default="csv", choices=["csv", "parquet"], help="predictions.csv or .parquet")
+    p.add_argument("--workers", type=int, default=None,
+                   help="--engine ray: predictor actors (default: one per GPU, else one per CPU)")
+    add_engine_options(p, jobs="images stream through Ray Data to a pool of predictor actors")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a deployable model: ONNX (uint8 RGB frames in, scores out), "

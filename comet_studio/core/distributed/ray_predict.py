@@ -1,0 +1,112 @@
+"""Prediction on a Ray cluster with Ray Data: the stages of ``batch_predict`` as a streaming pipeline.
+
+    spool blocks (from_items of small block records)
+      -> read + decode (tasks, in parallel)          -> images resized to the model's input
+      -> score (a fixed pool of predictor actors)    -> each actor loads the model once (GPU when there)
+      -> heatmaps (tasks, only when asked)            -> PNG overlays written by the workers
+      -> the driver writes one table, in listing order, as batches arrive
+
+The driver holds one record per block of paths, never the paths. Inputs, the model and the output folder
+must be visible at the same path on every node (shared storage); on a local cluster they are.
+Imported only by ``predict_images(engine="ray")`` after the cluster is connected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from .batch_predict import (PredictSummary, Progress, TableFormat, TableWriter, _prepare_out, decode_batch,
+                            score_batch, write_heatmaps)
+from .listing import SpoolBlock, read_spool_block, spool_listing, to_columns
+
+__all__ = ["predict_ray", "default_workers"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Scorer:
+    """A Ray Data actor: loads the predictor once, then scores batch after batch."""
+
+    def __init__(self, source: str, device: str, threads: int, maps: bool) -> None:
+        import torch
+
+        from ..predict import load_predictor
+
+        torch.set_num_threads(threads)
+        self.predictor = load_predictor(source, device=device)
+        self.maps = maps
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return score_batch(self.predictor, batch, maps=self.maps)
+
+
+def _read_blocks(batch: dict[str, np.ndarray], *, spool: str) -> dict[str, np.ndarray]:
+    entries = []
+    for start, offset, count in zip(batch["start"], batch["offset"], batch["count"]):
+        entries.extend(read_spool_block(spool, SpoolBlock(int(start), int(offset), int(count))))
+    return to_columns(entries)
+
+
+def default_workers() -> int:
+    """Predictor actors to start: one per GPU when the cluster has GPUs, else one per CPU (each with one
+    torch thread: independent processes scale better on CPUs than one process's intra-op threads)."""
+    resources = ray.cluster_resources()
+    return int(resources.get("GPU", 0)) or max(1, int(resources.get("CPU", 1)))
+
+
+def predict_ray(source: str | Path, size: int, inputs: Sequence[str | Path], out_dir: str | Path, *,
+                device: str = "auto", heatmaps: bool = False, fmt: TableFormat = "csv", batch_size: int = 32,
+                workers: int | None = None, progress: Progress | None = None) -> PredictSummary:
+    """Score ``inputs`` with ``workers`` actors (default ``default_workers()``) and write the same table and
+    heatmaps as ``predict_local``. ``size`` is the model's input size (the driver loaded the model once)."""
+    out, heat_dir = _prepare_out(out_dir, heatmaps)
+    resources = ray.cluster_resources()
+    gpu, cpus = resources.get("GPU", 0) > 0, int(resources.get("CPU", 1))
+    workers = workers or default_workers()
+    if workers < 1 or (not gpu and workers > cpus):
+        raise ValueError(f"workers must be between 1 and the cluster's {cpus} CPUs, got {workers}")
+    threads = 1 if gpu else max(1, cpus // workers)
+    base = os.getcwd()
+    writer = TableWriter(out, fmt)
+    # The spool sits in the output folder: on a multi-node cluster that is the shared storage workers read.
+    handle, spool = tempfile.mkstemp(prefix=".listing-", suffix=".spool", dir=out)
+    os.close(handle)
+    try:
+        blocks = spool_listing(inputs, Path(spool), batch_size)
+        if not blocks:
+            return PredictSummary(writer.close(), 0, 0, heat_dir)
+        ds = ray.data.from_items([asdict(b) for b in blocks])
+        ds.context.execution_options.preserve_order = True  # the table comes out in listing order
+        ds.context.enable_progress_bars = False  # the caller reports progress from the rows it writes
+        # The actors reserve the CPUs (or GPUs). Reading, decoding and heatmap writing reserve none, and a
+        # few tasks at a time run beside them: with whole CPUs of their own they could wait forever for
+        # the actors to free one (on a 2-CPU machine two actors hold both).
+        light = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=max(2, workers))}
+        ds = ds.map_batches(_read_blocks, fn_kwargs={"spool": spool}, batch_size=1, **light)
+        ds = ds.map_batches(decode_batch, fn_kwargs={"size": size, "base": base}, batch_size=batch_size, **light)
+        scorer = {"source": str(Path(source).resolve()), "device": device, "threads": threads, "maps": heatmaps}
+        ds = ds.map_batches(_Scorer, fn_constructor_kwargs=scorer, batch_size=batch_size,
+                            compute=ray.data.ActorPoolStrategy(size=workers),
+                            num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)
+        if heat_dir is not None:
+            ds = ds.map_batches(write_heatmaps, fn_kwargs={"heat_dir": str(heat_dir.resolve()), "base": base},
+                                batch_size=batch_size, **light)
+        done = 0
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            done += writer.write(batch)
+            if progress is not None:
+                progress(done)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        os.unlink(spool)
+    return PredictSummary(writer.close(), writer.scored, writer.failed, heat_dir)
