@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from comet_studio.cli.bench import add_bench_parser
 from comet_studio.cli.engine import add_engine_options
+from comet_studio.cli.train_all import add_train_all_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder to write")
     _add_model_options(p)
     p.set_defaults(func=cmd_train)
+
+    add_train_all_parser(sub, _add_model_options)  # cli/train_all.py: every category of a plant
 
     p = sub.add_parser("predict", help="score images with a trained run; CSV + heatmap overlays")
     p.add_argument("run_dir", help="run folder, its model/ folder, or an exported .safetensors or .onnx file")
