@@ -6,7 +6,6 @@ Parses flags into a ``BenchConfig``/``SpeedConfig``, makes one core call and pri
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from pathlib import Path
 
@@ -109,11 +108,11 @@ def _grid(args: argparse.Namespace) -> int:
                          image_size=args.image_size, rounds=args.rounds, steps_per_round=args.steps,
                          max_train=args.max_train, device=args.device)
     bars = _Bars()
-    # --engine local keeps the sequential loop (features stay in memory between cells); ray runs jobs.
-    engine = engine_from_args(args) if args.engine != "local" else contextlib.nullcontext()
     try:
-        with engine as running:
-            result = run_bench(args.data_root, args.out, config, progress=bars, png=not args.no_png, engine=running)
+        with engine_from_args(args) as engine:  # checks --address too
+            # --engine local keeps the sequential loop (features stay in memory between cells).
+            result = run_bench(args.data_root, args.out, config, progress=bars, png=not args.no_png,
+                               engine=engine if args.engine == "ray" else None)
     finally:
         bars.close()
     print(result.report.markdown.read_text())

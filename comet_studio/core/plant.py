@@ -159,6 +159,19 @@ def train_category(job: CategoryJob, *, progress: Progress | None = None,
     return _row_from_run(job, info, "stopped" if run.stopped else "trained", time.perf_counter() - started)
 
 
+def _settle(job: CategoryJob, rows: list[dict], index: int) -> bool:
+    """Fill ``rows[index]`` when the job needs no training (finished before, or a run with other settings
+    is in the way); True when it was settled that way."""
+    try:
+        info = finished_run(job)
+    except ValueError as error:
+        rows[index] = _row(job, "error", error=describe_error(error))
+        return True
+    if info is not None:
+        rows[index] = _row_from_run(job, info, "done before")
+    return info is not None
+
+
 def _write_summary(path: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS)
@@ -190,14 +203,17 @@ def train_all(plant_root: str | Path, runs_dir: str | Path, model_config: ModelC
     model_config, train_config = model_config or ModelConfig(), train_config or TrainConfig()
     jobs = [CategoryJob(c, runs / c.name, model_config, train_config) for c in found]
     result = PlantResult(runs, [_row(job, "pending") for job in jobs], runs / "summary.csv")
+    todo = [i for i, job in enumerate(jobs) if not _settle(job, result.rows, i)]  # no task for finished ones
     local = isinstance(engine, LocalEngine)
     # Tqdm bars and a threading.Event cannot travel to another process; a Ray job gets the bare function.
     job_fn = partial(train_category, progress=progress, stop=stop) if local else train_category
     try:
-        for outcome in engine.map_unordered(job_fn, jobs):
-            job = jobs[outcome.index]
+        _write_summary(result.summary_csv, result.rows)
+        for outcome in engine.map_unordered(job_fn, [jobs[i] for i in todo]):
+            index = todo[outcome.index]
+            job = jobs[index]
             row = outcome.value if outcome.error is None else _row(job, "error", error=outcome.error)
-            result.rows[outcome.index] = row
+            result.rows[index] = row
             _write_summary(result.summary_csv, result.rows)
             if on_row is not None:
                 on_row(row)

@@ -162,7 +162,7 @@ def test_train_all_on_ray_equals_local_and_resumes(cluster, one_thread, tmp_path
 def test_bench_grid_on_ray_equals_local_and_resumes(cluster, one_thread, tiny_mvtec, tmp_path):
     config = BenchConfig(noise=(0.25,), methods=("baseline", "comet"), image_size=TINY, rounds=1,
                          steps_per_round=2, device="cpu")
-    local = run_bench(tiny_mvtec, tmp_path / "local", config, png=False)
+    run_bench(tiny_mvtec, tmp_path / "local", config, png=False)
     with make_engine("ray") as engine:
         remote = run_bench(tiny_mvtec, tmp_path / "ray", config, png=False, engine=engine)
         again = run_bench(tiny_mvtec, tmp_path / "ray", config, png=False, engine=engine)
