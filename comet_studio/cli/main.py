@@ -80,6 +80,7 @@ def configs_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from comet_studio.core.features.cache import StopRequested
     from comet_studio.core.run import train_run
 
     model_config, train_config = configs_from_args(args)
@@ -94,10 +95,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        run = train_run(args.data_dir, args.out, model_config, train_config, progress=bars, stop=stop)
+        run = train_run(args.data_dir, args.out, model_config, train_config, progress=bars, stop=stop,
+                        resume=args.resume)
+    except StopRequested:
+        print(f"stopped during feature extraction: no round was trained, nothing new saved in {args.out}",
+              file=sys.stderr)
+        return 130  # the shell's code for an interrupted command
     finally:
         signal.signal(signal.SIGINT, previous)
         bars.close()
+    if run.resumed_after is not None:
+        print(f"resumed after round {run.resumed_after + 1} of {train_config.rounds}")
     result = run.model.result_
     print(f"trained on {len(run.folder)} images ({len(run.folder.skipped)} skipped) on {run.model.device_}"
           f"{' (stopped early)' if run.stopped else ''}")
@@ -165,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a detector on a raw folder or an MVTec category")
     p.add_argument("data_dir", help="folder of images (recursive), or an MVTec category root (uses its train/)")
     p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped or killed run in --out after its last completed round (same folder "
+                        "and options; refused, saying what changed, otherwise)")
     _add_model_options(p)
     p.set_defaults(func=cmd_train)
 

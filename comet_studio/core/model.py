@@ -20,6 +20,7 @@ from .inference import InferenceModel, Scores
 from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .postprocess import PostProcessor
 from .training import CoMetTrainer, FitResult, RoundEvent
+from .training.state import TrainerState
 from .training.weighting import Override
 
 __all__ = ["AnomalyModel", "NotFittedError", "Prediction"]
@@ -81,9 +82,13 @@ class AnomalyModel:
         callback: Callable[[RoundEvent], None] | None = None,
         progress: Progress | None = None,
         stop: threading.Event | None = None,
+        resume: TrainerState | None = None,
+        on_state: Callable[[TrainerState], None] | None = None,
     ) -> "AnomalyModel":
         """Train on ``images`` (paths or RGB arrays). ``features`` skips extraction when already cached;
-        ``overrides`` maps an image index to "good" (weight 1) or "exclude" (weight 0)."""
+        ``overrides`` maps an image index to "good" (weight 1) or "exclude" (weight 0). ``on_state`` /
+        ``resume``: the trainer state after each completed round, and one to continue from
+        (see ``CoMetTrainer.fit``)."""
         if len(images) < 2:
             raise ValueError(f"need at least 2 training images, got {len(images)}")
         self.device_ = resolve_device(self.train_config.device)
@@ -103,13 +108,26 @@ class AnomalyModel:
                 user_callback(event)
         result = CoMetTrainer(self.train_config).fit(
             head, features, device=self.device_, overrides=overrides, prior_scores=prior_scores,
-            callback=callback, stop=stop)
+            callback=callback, stop=stop, resume=resume, on_state=on_state)
         post = PostProcessor()
         post.set(result.threshold, result.median)
         self.inference_ = InferenceModel(extractor, head, post, self.config.blur_sigma).to(self.device_).eval()
         self.features_ = features
         self.result_: FitResult = result
         return self
+
+    def with_head(self, head_state: dict[str, torch.Tensor], threshold: float, median: float) -> "AnomalyModel":
+        """A fitted model sharing this one's backbone, with the given head weights and decision threshold:
+        what a run folder saves after each round (``TrainerState.best_head``) while ``fit`` still runs."""
+        extractor = self._extractor()
+        head = build_head(self.config, extractor.out_dim, extractor.grid)
+        head.load_state_dict(head_state, strict=True)
+        post = PostProcessor()
+        post.set(threshold, median)
+        model = type(self)(self.config, train=self.train_config)
+        model.device_, model.extractor_ = self.device_, extractor
+        model.inference_ = InferenceModel(extractor, head, post, self.config.blur_sigma).to(self.device_).eval()
+        return model
 
     def _extractor(self) -> FeatureExtractor:
         cached = getattr(self, "extractor_", None)

@@ -10,13 +10,19 @@ Run folder layout::
     skipped.csv      files that could not be used, with the reason
     overrides.json   the user's per-sample overrides (path -> "good" | "exclude")
     run.json         configs, data source, timings, device, whether training was stopped early
+    trainer_state.safetensors   while unfinished: the trainer after its last completed round (``resume``)
+
+The model and the trainer state are saved after every completed round (atomically), so a run that is
+stopped or killed keeps its best model so far and continues with ``train_run(..., resume=True)``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -30,13 +36,17 @@ from .. import __version__
 from .config import ModelConfig, TrainConfig, config_to_dict, save_json
 from .data.folder import ImageFolder, scan_folder
 from .data.mvtec import is_mvtec_category
+from .features import resolve_device
+from .io.trainer_state import STATE_FILE, read_trainer_state, write_trainer_state
 from .model import AnomalyModel
+from .training.state import TrainerState
 from .training.trainer import RoundEvent
 from .training.weighting import Override
 
 __all__ = ["RunResult", "training_folder", "train_run", "read_samples", "read_overrides", "write_overrides"]
 
 Progress = Callable[[str, int, int], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +56,7 @@ class RunResult:
     folder: ImageFolder
     stopped: bool
     timings: dict[str, float]
+    resumed_after: int | None = None  # the completed round a resumed run continued from
 
 
 def training_folder(data_dir: str | Path) -> ImageFolder:
@@ -109,6 +120,45 @@ def _write_skipped(path: Path, folder: ImageFolder) -> None:
     _atomic_text(path, buffer.getvalue())
 
 
+def _run_identity(model_config: ModelConfig, train_config: TrainConfig, folder: ImageFolder,
+                  overrides: dict[str, Override]) -> dict:
+    """What a resumed run must share with the interrupted one: configs, device type, images, overrides."""
+    listing = "\n".join(folder.paths).encode("utf-8", "surrogateescape")
+    return {"model": config_to_dict(model_config), "train": config_to_dict(train_config),
+            "device": resolve_device(train_config.device).type,
+            "images": {"count": len(folder), "sha256": hashlib.sha256(listing).hexdigest()},
+            "overrides": dict(sorted(overrides.items()))}
+
+
+def _differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """'key (saved then, now now)' for every leaf that differs between two nested dicts."""
+    found = []
+    for key in sorted(set(saved) | set(now), key=str):
+        a, b, name = saved.get(key), now.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict) and name != "overrides":
+            found += _differences(a, b, name + ".")
+        elif a != b:
+            found.append(f"{name} ({str(a)[:60]} then, {str(b)[:60]} now)")
+    return found
+
+
+def _resume_point(out: Path, identity: dict) -> TrainerState | None:
+    """The trainer state to continue from, None when no round was completed; refuses a changed run."""
+    if not (out / STATE_FILE).exists():
+        if (out / "run.json").exists() and not json.loads((out / "run.json").read_text()).get("stopped"):
+            raise ValueError(f"{out} finished all its rounds: nothing to resume (train into a new folder to "
+                             f"train again)")
+        logger.warning("no completed round saved in %s: training starts from the first round", out)
+        return None
+    state, saved = read_trainer_state(out / STATE_FILE)
+    changed = _differences(saved, identity)
+    if changed:
+        raise ValueError(f"cannot resume {out}: the run was started with other settings or images: "
+                         f"{'; '.join(changed[:4])}. Resume with the same folder and options, or train into a "
+                         f"new run folder.")
+    return state
+
+
 def train_run(
     data: str | Path | ImageFolder,
     out_dir: str | Path,
@@ -120,10 +170,13 @@ def train_run(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     features=None,
+    resume: bool = False,
 ) -> RunResult:
     """Scan ``data`` (a folder, an MVTec category, or an already scanned ImageFolder), train, and write the
     run folder. ``overrides`` (by path) default to those already saved in ``out_dir``. Returns even when
-    stopped early: the best model so far is saved."""
+    stopped early: the best model so far is saved. The model and trainer state are saved after every
+    round; ``resume=True`` continues a stopped or killed run in ``out_dir`` after its last completed round
+    (it must have the same images, configs and overrides, else ``ValueError`` says what changed)."""
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
     out = Path(out_dir)
@@ -134,17 +187,25 @@ def train_run(
     unknown = sorted(set(overrides) - set(folder.paths))
     if unknown:
         raise ValueError(f"{len(unknown)} override(s) name images that are not in the folder, e.g. {unknown[0]}")
+    identity = _run_identity(model_config, train_config, folder, overrides)
+    resume_from = _resume_point(out, identity) if resume else None
+    if not resume:  # an earlier run's state in this folder must never be resumed into this one
+        (out / STATE_FILE).unlink(missing_ok=True)
     write_overrides(out, overrides)
     index = {p: i for i, p in enumerate(folder.paths)}
     by_index = {index[p]: v for p, v in overrides.items()}
 
-    history: list[dict] = []
+    history: list[dict] = list(resume_from.history) if resume_from else []
 
     def on_round(event: RoundEvent) -> None:
         history.append(event.summary())
         _atomic_text(out / "history.json", json.dumps(history, indent=2))
         if callback is not None:
             callback(event)
+
+    def on_state(state: TrainerState) -> None:  # model first: a kill between the two costs one round
+        model.with_head(state.best_head, state.best_threshold, state.best_median).save(out / "model")
+        write_trainer_state(out / STATE_FILE, state, identity)
 
     model = AnomalyModel(model_config, train=train_config)
     started = time.perf_counter()
@@ -156,11 +217,11 @@ def train_run(
         from .detectors.memory import memory_prior_scores
         prior = memory_prior_scores(features, model_config.memory, seed=train_config.seed)
     model.fit(folder.paths, features=features, overrides=by_index, prior_scores=prior, callback=on_round,
-              progress=progress, stop=stop)
+              progress=progress, stop=stop, resume=resume_from, on_state=on_state)
     train_seconds = time.perf_counter() - started - extract_seconds
     model.save(out / "model")
     _write_samples(out / "samples.csv", folder.paths, model.result_, overrides)
-    rounds = max(len(history), 1)
+    rounds = max(len(history) - (len(resume_from.history) if resume_from else 0), 1)  # run in this call
     timings = {"extract_seconds": extract_seconds, "extract_images_per_second": len(folder) / max(extract_seconds, 1e-9),
                "train_seconds": train_seconds, "seconds_per_round": train_seconds / rounds}
     save_json(out / "run.json", {
@@ -168,4 +229,7 @@ def train_run(
         "device": str(model.device_), "stopped": model.result_.stopped, "best_round": model.result_.best_round,
         "threshold": model.result_.threshold, "n_rejected": int(np.sum(model.result_.rejected)),
         "timings": timings, "model": config_to_dict(model_config), "train": config_to_dict(train_config)})
-    return RunResult(run_dir=out, model=model, folder=folder, stopped=model.result_.stopped, timings=timings)
+    if not model.result_.stopped:  # finished: nothing left to resume
+        (out / STATE_FILE).unlink(missing_ok=True)
+    return RunResult(run_dir=out, model=model, folder=folder, stopped=model.result_.stopped, timings=timings,
+                     resumed_after=resume_from.round if resume_from else None)

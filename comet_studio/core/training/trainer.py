@@ -22,6 +22,7 @@ from ..config import CoMetConfig, TrainConfig
 from ..detectors.base import DetectorHead
 from .meta import MetaLearner
 from .regularization import AdaptiveL2, l2_to_anchor
+from .state import TrainerState, capture_state, restore_state
 from .weighting import Override, SampleWeights, confidence_weights
 
 __all__ = ["RoundEvent", "FitResult", "CoMetTrainer", "score_features", "TRAINING_FREE_ROUNDS"]
@@ -95,7 +96,12 @@ class CoMetTrainer:
         prior_scores: np.ndarray | None = None,
         callback: Callable[[RoundEvent], None] | None = None,
         stop: threading.Event | None = None,
+        resume: TrainerState | None = None,
+        on_state: Callable[[TrainerState], None] | None = None,
     ) -> FitResult:
+        """Train ``head`` for ``config.rounds`` rounds. ``on_state`` receives a ``TrainerState`` after every
+        completed round (trained heads only); passing one back as ``resume`` (same head, features and
+        config) continues after that round exactly as if training had never stopped."""
         cfg, comet = self.config, self.config.comet
         n = len(features)
         overrides = dict(overrides or {})
@@ -116,9 +122,17 @@ class CoMetTrainer:
         l2 = AdaptiveL2(comet.l2_base, comet.l2_gamma, comet.l2_window, comet.l2_max_factor, comet.adaptive_l2)
         meta = MetaLearner(comet, optimiser) if comet.meta else None
         best = (math.inf, -1, None)
+        best_post = (math.nan, math.nan)  # IQR threshold and median of the best round's scores
         history: list[dict] = []
+        generators = {"sampling": rng, "noise": noise}
+        if resume is not None:
+            restore_state(resume, n_samples=n, head=head, anchor=anchor, optimiser=optimiser, l2=l2,
+                          generators=generators)
+            state, history = resume.weights, list(resume.history)
+            best = (resume.best_loss, resume.best_round, resume.best_head)
+            best_post = (resume.best_threshold, resume.best_median)
         stopped = False
-        for r in range(cfg.rounds):
+        for r in range(0 if resume is None else resume.round + 1, cfg.rounds):
             start = time.perf_counter()
             weights = torch.as_tensor(state.weights, dtype=torch.float32)
             losses = []
@@ -158,6 +172,8 @@ class CoMetTrainer:
                 state = _blended_weights(scores, prior_scores, comet, overrides)
             else:
                 state = _with_threshold(state, scores, comet.iqr_k, overrides)
+            if best[1] == r:
+                best_post = (state.threshold, state.median)
             event = RoundEvent(
                 round=r, rounds=cfg.rounds, train_loss=float(np.mean(losses)) if losses else math.nan,
                 val_loss=float(val), lam=l2.value, threshold=state.threshold, scores=scores,
@@ -167,7 +183,11 @@ class CoMetTrainer:
             if callback is not None:
                 callback(event)
             if stopped:
-                break
+                break  # a partial round: the last state handed out stays the one to resume from
+            if on_state is not None:
+                on_state(capture_state(round=r, n_samples=n, head=head, best=best, best_post=best_post,
+                                       anchor=anchor, optimiser=optimiser, l2=l2, weights=state,
+                                       generators=generators, history=history))
         if best[2] is not None:
             head.load_state_dict(best[2])
         scores = score_features(head, features, device)
