@@ -43,9 +43,14 @@ class Prediction:
     maps: np.ndarray  # (N, S, S) float32, normalised like the scores
 
 
+# redirect_stdout swaps the process-wide sys.stdout: two threads building extractors at once (the app's
+# concurrent trainings) would restore each other's StringIO and leave stdout silenced for good.
+_STDOUT_SWAP = threading.Lock()
+
+
 def _quiet_extractor(config) -> FeatureExtractor:
     # The EfficientNet package prints "Loaded pretrained weights" on every build.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _STDOUT_SWAP, contextlib.redirect_stdout(io.StringIO()):
         return FeatureExtractor(config)
 
 
