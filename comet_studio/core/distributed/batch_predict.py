@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,7 @@ from ..data.images import ImageReadError, read_image
 from ..data.transforms import load_resized
 from ..predict import Predictor, load_predictor
 from ..visualize import overlay_heatmap
+from .engine import ENGINES, make_engine, require_ray
 from .listing import iter_blocks, iter_listing, to_columns
 
 __all__ = ["TableFormat", "TABLE_COLUMNS", "PredictSummary", "input_size", "decode_batch", "score_batch",
@@ -209,6 +211,21 @@ def _prepare_out(out_dir: str | Path, heatmaps: bool) -> tuple[Path, Path | None
     return out, heat_dir
 
 
+def _decoded_blocks(inputs: Sequence[str | Path], batch_size: int, size: int, base: str
+                    ) -> Iterator[dict[str, np.ndarray]]:
+    """Decoded blocks in order; the next block decodes in a background thread while the caller scores this
+    one (decoding and resizing release the GIL), as Ray's decode tasks run beside its actors."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = None
+        for block in iter_blocks(iter_listing(inputs), batch_size):
+            future = pool.submit(decode_batch, to_columns(block), size=size, base=base)
+            if ahead is not None:
+                yield ahead.result()
+            ahead = future
+        if ahead is not None:
+            yield ahead.result()
+
+
 def predict_local(predictor: Predictor, inputs: Sequence[str | Path], out_dir: str | Path, *,
                   heatmaps: bool = False, fmt: TableFormat = "csv", batch_size: int = 32,
                   progress: Progress | None = None) -> PredictSummary:
@@ -218,8 +235,8 @@ def predict_local(predictor: Predictor, inputs: Sequence[str | Path], out_dir: s
     writer = TableWriter(out, fmt)
     done = 0
     try:
-        for block in iter_blocks(iter_listing(inputs), batch_size):
-            batch = score_batch(predictor, decode_batch(to_columns(block), size=size, base=base), maps=heatmaps)
+        for decoded in _decoded_blocks(inputs, batch_size, size, base):
+            batch = score_batch(predictor, decoded, maps=heatmaps)
             if heat_dir is not None:
                 batch = write_heatmaps(batch, heat_dir=str(heat_dir), base=base)
             done += writer.write(batch)
@@ -242,16 +259,20 @@ def predict_images(source: str | Path, inputs: Sequence[str | Path], out_dir: st
     ``address`` (default: a local one) with ``workers`` predictor actors, each loading the model once."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    if engine == "local" and (address is not None or workers is not None):
+        raise ValueError("--address and --workers apply to --engine ray")
+    if engine == "ray":
+        require_ray()  # before the model load and the cluster start
     predictor = load_predictor(source, device=device)  # fails here, before any work, for a bad model
     if engine == "local":
-        if address is not None or workers is not None:
-            raise ValueError("--address and --workers apply to --engine ray")
         return predict_local(predictor, inputs, out_dir, heatmaps=heatmaps, fmt=fmt, batch_size=batch_size,
                              progress=progress)
-    from .engine import make_engine
-
-    with make_engine(engine, address=address):  # checks the name and that Ray is installed; starts/joins
+    size = input_size(predictor)
+    del predictor  # each actor loads its own copy
+    with make_engine(engine, address=address):  # joins --address, or starts a local cluster and stops it after
         from .ray_predict import predict_ray
 
-        return predict_ray(source, input_size(predictor), inputs, out_dir, device=device, heatmaps=heatmaps,
-                           fmt=fmt, batch_size=batch_size, workers=workers, progress=progress)
+        return predict_ray(source, size, inputs, out_dir, device=device, heatmaps=heatmaps, fmt=fmt,
+                           batch_size=batch_size, workers=workers, progress=progress)

@@ -48,11 +48,12 @@ class _Scorer:
         return score_batch(self.predictor, batch, maps=self.maps)
 
 
-def _read_blocks(batch: dict[str, np.ndarray], *, spool: str) -> dict[str, np.ndarray]:
+def _load_block(record: dict[str, np.ndarray], *, spool: str, size: int, base: str) -> dict[str, np.ndarray]:
+    """One spool block: its entries, read and decoded (one task per block, so blocks decode in parallel)."""
     entries = []
-    for start, offset, count in zip(batch["start"], batch["offset"], batch["count"]):
+    for start, offset, count in zip(record["start"], record["offset"], record["count"]):
         entries.extend(read_spool_block(spool, SpoolBlock(int(start), int(offset), int(count))))
-    return to_columns(entries)
+    return decode_batch(to_columns(entries), size=size, base=base)
 
 
 def default_workers() -> int:
@@ -83,22 +84,24 @@ def predict_ray(source: str | Path, size: int, inputs: Sequence[str | Path], out
         blocks = spool_listing(inputs, Path(spool), batch_size)
         if not blocks:
             return PredictSummary(writer.close(), 0, 0, heat_dir)
-        ds = ray.data.from_items([asdict(b) for b in blocks])
+        # One Ray Data block per spool block, kept whole through every stage (batch_size=None): each task
+        # and actor call then hands on its result at once. Bundling many small records into one task would
+        # decode serially and hold every row back until a 128 MB output block filled.
+        ds = ray.data.from_items([asdict(b) for b in blocks], override_num_blocks=len(blocks))
         ds.context.execution_options.preserve_order = True  # the table comes out in listing order
         ds.context.enable_progress_bars = False  # the caller reports progress from the rows it writes
         # The actors reserve the CPUs (or GPUs). Reading, decoding and heatmap writing reserve none, and a
         # few tasks at a time run beside them: with whole CPUs of their own they could wait forever for
         # the actors to free one (on a 2-CPU machine two actors hold both).
-        light = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=max(2, workers))}
-        ds = ds.map_batches(_read_blocks, fn_kwargs={"spool": spool}, batch_size=1, **light)
-        ds = ds.map_batches(decode_batch, fn_kwargs={"size": size, "base": base}, batch_size=batch_size, **light)
+        light = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=max(2, workers)), "batch_size": None}
+        ds = ds.map_batches(_load_block, fn_kwargs={"spool": spool, "size": size, "base": base}, **light)
         scorer = {"source": str(Path(source).resolve()), "device": device, "threads": threads, "maps": heatmaps}
-        ds = ds.map_batches(_Scorer, fn_constructor_kwargs=scorer, batch_size=batch_size,
+        ds = ds.map_batches(_Scorer, fn_constructor_kwargs=scorer, batch_size=None,
                             compute=ray.data.ActorPoolStrategy(size=workers),
                             num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)
         if heat_dir is not None:
             ds = ds.map_batches(write_heatmaps, fn_kwargs={"heat_dir": str(heat_dir.resolve()), "base": base},
-                                batch_size=batch_size, **light)
+                                **light)
         done = 0
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             done += writer.write(batch)
