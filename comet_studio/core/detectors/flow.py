@@ -1,0 +1,106 @@
+"""Normalizing-flow head: a FrEIA ``SequenceINN`` of ``AllInOneBlock`` couplings over the patch-feature map."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from FrEIA.framework import SequenceINN
+from FrEIA.modules import AllInOneBlock
+from torch import nn
+
+from ..config import FlowConfig
+from .base import DetectorHead
+
+__all__ = ["FlowHead", "conv_subnet"]
+
+
+def conv_subnet(kernel_size: int, hidden_ratio: float) -> Callable[[int, int], nn.Module]:
+    """FrEIA ``subnet_constructor``: ``f(c_in, c_out)`` -> Conv(k)-ReLU-Conv(k) with ``hidden_ratio * c_in``
+    hidden channels. The last conv starts at zero, so every coupling starts as the identity (the flow is
+    then only the global affine scaling) and early steps cannot blow up."""
+
+    def build(c_in: int, c_out: int) -> nn.Module:
+        hidden = max(1, int(round(hidden_ratio * c_in)))
+        pad = kernel_size // 2
+        last = nn.Conv2d(hidden, c_out, kernel_size, padding=pad)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        return nn.Sequential(nn.Conv2d(c_in, hidden, kernel_size, padding=pad), nn.ReLU(), last)
+
+    return build
+
+
+class FlowHead(DetectorHead):
+    """Maps standardised patch features x (B, D, h, w) to latents z = f(x) that should be N(0, I) for normal
+    patches; a patch far out in z is anomalous.
+
+    - Features are standardised with the training set's per-channel mean and std (buffers, set by
+      ``fit_statistics``): raw EfficientNet features have stds of 3-6 and would start the flow far from
+      N(0, I), with huge early gradients.
+    - The blocks use hard permutations (``permute_soft=False``). FrEIA draws them from NumPy's global RNG; we
+      redraw them from torch's, so ``torch.manual_seed`` alone makes a head reproducible. They are stored by
+      FrEIA as ``nn.Parameter(requires_grad=False)`` and thus travel in the state_dict, but
+      ``trainable_parameters()`` leaves them out, so Adam, Reptile and the L2 term never touch them.
+    - The convolutions work on any grid, so the INN is built for a 1x1 grid and applied to (h, w) as given.
+    """
+
+    def __init__(self, dim: int, config: FlowConfig) -> None:
+        super().__init__()
+        if dim < 2:
+            raise ValueError(f"a coupling flow splits the channels in two, so it needs dim >= 2; got dim={dim}")
+        self.config = config
+        self.top_k = config.top_k
+        self.register_buffer("feature_mean", torch.zeros(dim))
+        self.register_buffer("feature_std", torch.ones(dim))
+        self.flow = SequenceINN(dim, 1, 1)
+        for _ in range(config.n_blocks):
+            self.flow.append(AllInOneBlock, subnet_constructor=conv_subnet(config.kernel_size, config.hidden_ratio),
+                             affine_clamping=config.clamp, permute_soft=False)
+        _redraw_permutations(self.flow)
+
+    def fit_statistics(self, features: torch.Tensor) -> None:
+        patches = features.float().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        self.feature_mean.copy_(patches.mean(0))
+        self.feature_std.copy_(patches.std(0).clamp_min(1e-6))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Subnet weights and the global affine scale/offset; never the fixed permutation matrices."""
+        return [p for p in self.parameters() if p.requires_grad and p.is_floating_point()]
+
+    def _standardise(self, features: torch.Tensor) -> torch.Tensor:
+        return (features.float() - self.feature_mean.view(1, -1, 1, 1)) / self.feature_std.view(1, -1, 1, 1)
+
+    def latents(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, log|det J|): z has the features' shape, log|det J| is one value per image (summed over
+        channels and patches)."""
+        if features.dim() != 4 or features.shape[1] != self.feature_mean.numel():
+            raise ValueError(f"expected features (B, {self.feature_mean.numel()}, h, w), "
+                             f"got {tuple(features.shape)}")
+        return self.flow(self._standardise(features))
+
+    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Negative log-likelihood per image, averaged over patches and divided by D so values are O(1):
+        (0.5 * ||z||^2 - log|det J|) / (D * h * w), dropping the constant 0.5 * log(2 pi). Deterministic:
+        ``generator`` is accepted for the contract and unused."""
+        z, log_det = self.latents(features)
+        b, d, h, w = z.shape
+        return (0.5 * z.pow(2).flatten(1).sum(dim=1) - log_det) / (d * h * w)
+
+    def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-patch 0.5 * mean_c z^2 (FastFlow's score). AllInOneBlock returns log|det J| summed over the
+        whole map, not per patch, so the exact per-patch NLL is not available without re-running each
+        subnet; the global-affine part of the log-det is the same for every patch anyway, and the z term
+        carries the ranking."""
+        z, _ = self.latents(features)
+        return 0.5 * z.pow(2).mean(dim=1)
+
+
+@torch.no_grad()
+def _redraw_permutations(flow: SequenceINN) -> None:
+    """Replace each block's NumPy-drawn hard permutation by one drawn from torch's RNG."""
+    for block in flow:
+        channels = block.w_perm.shape[0]
+        perm = torch.eye(channels)[torch.randperm(channels)]
+        block.w_perm.copy_(perm.view_as(block.w_perm))
+        block.w_perm_inv.copy_(perm.t().contiguous().view_as(block.w_perm_inv))
