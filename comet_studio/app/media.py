@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..core.data.images import ImageReadError, read_image
+from ..core.io.atomic import atomic_path
 
 __all__ = ["thumbnail", "save_image", "preview"]
 
@@ -25,10 +25,9 @@ def save_image(array: np.ndarray, target: Path, *, max_side: int | None = None) 
     image = Image.fromarray(array)
     if max_side is not None and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, target)
+    # Unique temp names: two threads drawing the same thumbnail must not share one temp file.
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG")
     return target
 
 
