@@ -141,7 +141,9 @@ class JobRegistry:
             logger.exception("job %s (%s) failed", job.id, job.label)
             job._finish("failed", error=f"{type(error).__name__}: {error}")
         else:
-            job._finish("stopped" if job.stop.is_set() else "done", result=result)
+            # A Stop that came after the last step stopped nothing: a result that says so wins.
+            stopped = result.get("stopped", job.stop.is_set()) if isinstance(result, dict) else job.stop.is_set()
+            job._finish("stopped" if stopped else "done", result=result)
 
     def get(self, job_id: str) -> Job:
         with self._lock:
