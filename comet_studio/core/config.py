@@ -290,8 +290,8 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 def save_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    tmp.replace(path)
+    """Write JSON atomically (unique temp file + fsync + rename): a crash or a second writer never leaves
+    half a file."""
+    from .io.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False))

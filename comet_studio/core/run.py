@@ -37,6 +37,7 @@ from .config import ModelConfig, TrainConfig, config_to_dict, save_json
 from .data.folder import ImageFolder, scan_folder
 from .data.mvtec import is_mvtec_category
 from .features import resolve_device
+from .io.atomic import write_text_atomic
 from .io.trainer_state import STATE_FILE, read_trainer_state, write_trainer_state
 from .model import AnomalyModel
 from .training.state import TrainerState
@@ -65,12 +66,6 @@ def training_folder(data_dir: str | Path) -> ImageFolder:
     data_dir = Path(data_dir)
     root = data_dir / "train" if is_mvtec_category(data_dir) else data_dir
     return scan_folder(root)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_overrides(run_dir: str | Path) -> dict[str, Override]:
@@ -109,7 +104,7 @@ def _write_samples(path: Path, paths, result, overrides: dict[str, Override]) ->
     for i, p in enumerate(paths):
         writer.writerow([p, f"{result.scores[i]:.6g}", f"{result.weights[i]:.6g}", int(result.rejected[i]),
                          overrides.get(p, ""), int(i in validation)])
-    _atomic_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _write_skipped(path: Path, folder: ImageFolder) -> None:
@@ -117,7 +112,7 @@ def _write_skipped(path: Path, folder: ImageFolder) -> None:
     writer = csv.writer(buffer)
     writer.writerow(["path", "reason"])
     writer.writerows((s.path, s.reason) for s in folder.skipped)
-    _atomic_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _run_identity(model_config: ModelConfig, train_config: TrainConfig, folder: ImageFolder,
@@ -199,7 +194,7 @@ def train_run(
 
     def on_round(event: RoundEvent) -> None:
         history.append(event.summary())
-        _atomic_text(out / "history.json", json.dumps(history, indent=2))
+        write_text_atomic(out / "history.json", json.dumps(history, indent=2))
         if callback is not None:
             callback(event)
 
