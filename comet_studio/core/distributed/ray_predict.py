@@ -91,9 +91,11 @@ def predict_ray(source: str | Path, size: int, inputs: Sequence[str | Path], out
         ds.context.execution_options.preserve_order = True  # the table comes out in listing order
         ds.context.enable_progress_bars = False  # the caller reports progress from the rows it writes
         # The actors reserve the CPUs (or GPUs). Reading, decoding and heatmap writing reserve none, and a
-        # few tasks at a time run beside them: with whole CPUs of their own they could wait forever for
-        # the actors to free one (on a 2-CPU machine two actors hold both).
-        light = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=max(2, workers)), "batch_size": None}
+        # bounded number of tasks run beside them: with whole CPUs of their own they could wait forever for
+        # the actors to free one (on a 2-CPU machine two actors hold both). On GPU nodes the CPUs the
+        # actors leave free all decode: one GPU scores faster than one core decodes.
+        decoders = max(2, cpus - workers) if gpu else max(2, workers)
+        light = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=decoders), "batch_size": None}
         ds = ds.map_batches(_load_block, fn_kwargs={"spool": spool, "size": size, "base": base}, **light)
         scorer = {"source": str(Path(source).resolve()), "device": device, "threads": threads, "maps": heatmaps}
         ds = ds.map_batches(_Scorer, fn_constructor_kwargs=scorer, batch_size=None,
