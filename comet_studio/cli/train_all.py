@@ -64,6 +64,6 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     print(f"summary written to {result.summary_csv}")
     unfinished = result.count("error") + result.count("stopped") + result.count("pending")
     if unfinished:
-        print(f"{unfinished} categor{'y' if unfinished == 1 else 'ies'} not finished; run the same command again "
-              f"to retry them (finished ones are skipped)")
+        print(f"{unfinished} categor{'y is' if unfinished == 1 else 'ies are'} not finished; run the same command "
+              f"again to retry {'it' if unfinished == 1 else 'them'} (finished ones are skipped)")
     return 1 if unfinished else 0
