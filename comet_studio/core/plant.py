@@ -12,7 +12,8 @@ not trained again. One category's bad data or crash is recorded in its row and t
     category, layout, images, skipped_files, rejected, seconds, status, error, run_dir
 
 ``status`` is ``trained``, ``done before`` (finished by an earlier call: its numbers come from its
-run.json), ``stopped`` (interrupted: the next call trains it again), ``error`` or ``pending``.
+run.json), ``stopped`` (interrupted: the next call continues it after its last completed round),
+``error`` or ``pending``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .config import ModelConfig, TrainConfig, config_to_dict
 from .data.mvtec import is_mvtec_category
 from .distributed.engine import Engine, LocalEngine, describe_error
 from .features.cache import StopRequested
+from .io.trainer_state import STATE_FILE
 from .run import train_run, training_folder
 
 __all__ = ["SUMMARY_COLUMNS", "PlantCategory", "CategoryJob", "PlantResult", "find_plant_categories",
@@ -150,7 +152,10 @@ def train_category(job: CategoryJob, *, progress: Progress | None = None,
         if info is not None:
             return _row_from_run(job, info, "done before")
         folder = training_folder(job.category.path)
-        run = train_run(folder, job.run_dir, job.model, job.train, progress=progress, stop=stop)
+        # A run stopped or killed after a completed round goes on from there (train_run refuses, saying
+        # why, when its images or settings changed since); otherwise training starts from the first round.
+        resume = (job.run_dir / STATE_FILE).exists()
+        run = train_run(folder, job.run_dir, job.model, job.train, progress=progress, stop=stop, resume=resume)
     except StopRequested:
         return _row(job, "stopped", seconds=round(time.perf_counter() - started, 2))
     except Exception as error:  # noqa: BLE001 - one category's bad data must not stop the plant

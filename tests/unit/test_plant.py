@@ -10,8 +10,9 @@ import pytest
 
 from comet_studio.cli.main import main
 from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig
+from comet_studio.core.io.trainer_state import STATE_FILE
 from comet_studio.core.plant import (CategoryJob, PlantCategory, find_plant_categories, finished_run, read_summary,
-                                     train_all)
+                                     train_all, train_category)
 from tests.conftest import TINY
 from tests.unit.plant_fixtures import BROKEN_CATEGORY, GOOD_CATEGORIES, build_plant
 
@@ -118,3 +119,20 @@ def test_categories_are_the_visible_sub_folders(plant, tmp_path):
         find_plant_categories(tmp_path)
     runs_inside.rmdir()
     (plant / ".cache").rmdir()
+
+
+def test_a_category_stopped_between_rounds_continues_from_its_last_round(plant, tmp_path):
+    job = CategoryJob(PlantCategory("solar_cells", plant / "solar_cells", "folder"), tmp_path / "solar_cells", MODEL,
+                      TrainConfig(rounds=2, steps_per_round=2, device="cpu"))
+    stop = threading.Event()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "rounds" and done == 1:  # Ctrl-C during the first round: it ends, then training stops
+            stop.set()
+
+    first = train_category(job, progress=progress, stop=stop)
+    assert first["status"] == "stopped" and (job.run_dir / STATE_FILE).exists() and finished_run(job) is None
+    second = train_category(job)
+    history = json.loads((job.run_dir / "history.json").read_text())
+    assert second["status"] == "trained" and len(history) == 2 and not (job.run_dir / STATE_FILE).exists()
+    assert finished_run(job) is not None
