@@ -31,6 +31,8 @@ class _Bars:
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="img" if stage == "features" else "round",
                                           dynamic_ncols=True, leave=True)
         bar.update(done - bar.n)
+        if done >= total:
+            bar.close()  # a finished stage stops its clock (the features bar kept running through training)
 
     def close(self) -> None:
         for bar in self.bars.values():
