@@ -49,9 +49,9 @@ def test_train_in_the_browser(page, studio, tmp_path):
 
     # Live progress, then the weights gallery and the curves once training is done.
     page.wait_for_selector("#train-status >> text=Finished", timeout=120_000)
-    page.wait_for_selector("#train-weights img")
+    # The timer re-renders the gallery, so wait for the count rather than read it once.
+    page.wait_for_function("document.querySelectorAll('#train-weights img').length >= 8")
     page.wait_for_selector("#train-curves .js-plotly-plot")
-    assert page.locator("#train-weights img").count() >= 8
     status = page.locator("#train-status").inner_text()
     assert "12 images" in status and "round 2" in status
 
