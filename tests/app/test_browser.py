@@ -45,10 +45,15 @@ def test_train_in_the_browser(page, studio, tmp_path):
     page.get_by_role("option", name="64", exact=True).click()
     _set_number(page, "train-rounds", 2)
     _set_number(page, "train-steps", 3)
+    # The status box may still show an earlier job of the shared app (the API tests' runs): wait for a
+    # "Finished" text that differs from what was there before the click, i.e. this job's.
+    before = page.locator("#train-status").inner_text()
     page.click("#train-start")
 
     # Live progress, then the weights gallery and the curves once training is done.
-    page.wait_for_selector("#train-status >> text=Finished", timeout=120_000)
+    page.wait_for_function(
+        "(before) => { const t = document.querySelector('#train-status').innerText;"
+        " return t !== before && t.includes('Finished'); }", arg=before, timeout=120_000)
     # The timer re-renders the gallery, so wait for the count rather than read it once.
     page.wait_for_function("document.querySelectorAll('#train-weights img').length >= 8")
     page.wait_for_selector("#train-curves .js-plotly-plot")
