@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -45,15 +46,17 @@ def test_train_in_the_browser(page, studio, tmp_path):
     page.get_by_role("option", name="64", exact=True).click()
     _set_number(page, "train-rounds", 2)
     _set_number(page, "train-steps", 3)
-    # The status box may still show an earlier job of the shared app (the API tests' runs): wait for a
-    # "Finished" text that differs from what was there before the click, i.e. this job's.
-    before = page.locator("#train-status").inner_text()
+    # The status box may show an earlier job of the shared app (the API tests' runs), and the page's first
+    # poll can swap it in at any time: wait for "Finished" on a run whose id (it starts with the server's
+    # local start time, app/paths.py) is not older than this click.
+    started = time.strftime("%Y%m%d-%H%M%S")
     page.click("#train-start")
 
     # Live progress, then the weights gallery and the curves once training is done.
     page.wait_for_function(
-        "(before) => { const t = document.querySelector('#train-status').innerText;"
-        " return t !== before && t.includes('Finished'); }", arg=before, timeout=120_000)
+        "(started) => { const t = document.querySelector('#train-status').innerText;"
+        " const m = t.match(/run (\\d{8}-\\d{6})/);"
+        " return t.includes('Finished') && m !== null && m[1] >= started; }", arg=started, timeout=120_000)
     # The timer re-renders the gallery, so wait for the count rather than read it once.
     page.wait_for_function("document.querySelectorAll('#train-weights img').length >= 8")
     page.wait_for_selector("#train-curves .js-plotly-plot")
