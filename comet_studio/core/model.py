@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from .features import FeatureExtractor, extract_features, resolve_device
 from .inference import InferenceModel, Scores
 from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .postprocess import PostProcessor
+from .quiet import quiet_stdout
 from .training import CoMetTrainer, FitResult, RoundEvent
 from .training.state import TrainerState
 from .training.weighting import Override
@@ -43,14 +42,9 @@ class Prediction:
     maps: np.ndarray  # (N, S, S) float32, normalised like the scores
 
 
-# redirect_stdout swaps the process-wide sys.stdout: two threads building extractors at once (the app's
-# concurrent trainings) would restore each other's StringIO and leave stdout silenced for good.
-_STDOUT_SWAP = threading.Lock()
-
-
 def _quiet_extractor(config) -> FeatureExtractor:
     # The EfficientNet package prints "Loaded pretrained weights" on every build.
-    with _STDOUT_SWAP, contextlib.redirect_stdout(io.StringIO()):
+    with quiet_stdout():
         return FeatureExtractor(config)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..inference import Scores
 from .atomic import atomic_path
 from .checkpoint import FORMAT_VERSION, write_checkpoint_file
 from .serving import ServingModel
+from ..quiet import quiet_stdout
 
 __all__ = ["FORMATS", "ExportError", "export_model", "export_metadata", "INPUT_NAME", "OUTPUT_NAMES"]
 
@@ -115,7 +115,7 @@ def _export_onnx(serving: ServingModel, example: torch.Tensor, tmp: Path, metada
 
     dims = {0: Dim("batch", min=1), 1: Dim("height", min=2), 2: Dim("width", min=2)}
     try:
-        with _quiet_tracing(), contextlib.redirect_stdout(io.StringIO()):
+        with _quiet_tracing(), quiet_stdout():
             program = torch.onnx.export(
                 serving, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                 dynamic_shapes={"images": dims}, opset_version=OPSET, verbose=False)
