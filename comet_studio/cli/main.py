@@ -100,8 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train_run(args.data_dir, args.out, model_config, train_config, progress=bars, stop=stop,
                         resume=args.resume)
     except StopRequested:
-        print(f"stopped during feature extraction: no round was trained, nothing new saved in {args.out}",
-              file=sys.stderr)
+        print(f"stopped before the first round finished: nothing new saved in {args.out}", file=sys.stderr)
         return 130  # the shell's code for an interrupted command
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -1,6 +1,6 @@
 """Score images with an exported ONNX model (``export_model(..., "onnx")``) through onnxruntime.
 
-Returns the same ``Prediction`` as ``AnomalyModel.predict``, so ``predict_to_csv`` and the CLI take either.
+Returns the same ``Prediction`` as ``AnomalyModel.predict``, so batch prediction, the app and the CLI take either.
 Images are resized on the CPU with the Python pipeline's own resize (``load_resized``) before they are
 batched: images of different sizes then share a batch, and the graph's in-graph resize is the identity, so
 the scores equal PyTorch's. (A production line can feed raw frames instead; see ``core/io/serving.py``.)

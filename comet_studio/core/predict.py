@@ -1,24 +1,20 @@
-"""Batch prediction over many images: streamed in chunks, so a large folder never sits in memory."""
+"""Loading a predictor and streaming predictions over many images in chunks (the app's Test tab), so a
+large folder never sits in memory. Files on disk (CSV/Parquet tables, heatmaps) come from
+``core.distributed.batch_predict``, the one writer the CLI and Ray share."""
 
 from __future__ import annotations
 
-import csv
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from .data.folder import display_path, name_problem, scan_folder
 from .data.images import ImageReadError, is_image_name, read_image
 from .model import AnomalyModel, Prediction
-from .visualize import overlay_heatmap
 
-__all__ = ["Predictor", "load_predictor", "collect_images", "iter_predictions", "predict_to_csv"]
-
-_SURROGATES = re.compile("[\ud800-\udfff]")  # how Python holds the bytes of a non-UTF-8 file name
+__all__ = ["Predictor", "load_predictor", "collect_images", "iter_predictions"]
 
 
 class Predictor(Protocol):
@@ -76,34 +72,3 @@ def iter_predictions(model: Predictor, paths: Sequence[str], *, chunk: int = 64
             yield good, model.predict(images), bad, images
         elif bad:
             yield [], None, bad, []
-
-
-def predict_to_csv(model: Predictor, paths: Sequence[str], out_dir: str | Path, *, heatmaps: bool = True,
-                   chunk: int = 64, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write ``predictions.csv`` (path, score, raw_score, label, error) and optional overlays into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    heat_dir = out / "heatmaps"
-    if heatmaps:
-        heat_dir.mkdir(exist_ok=True)
-    csv_path = out / "predictions.csv"
-    done = 0
-    with open(csv_path, "w", newline="", errors="surrogateescape") as handle:  # a name's raw bytes, as on disk
-        writer = csv.writer(handle)
-        writer.writerow(["path", "score", "raw_score", "label", "error"])
-        for good, prediction, bad, images in iter_predictions(model, paths, chunk=chunk):
-            for i, p in enumerate(good):
-                label = "anomalous" if prediction.labels[i] else "good"
-                writer.writerow([p, f"{prediction.scores[i]:.6f}", f"{prediction.raw_scores[i]:.6g}", label, ""])
-                if heatmaps:
-                    overlay = overlay_heatmap(images[i], prediction.maps[i])
-                    # OpenCV crashes (segfault) on a str holding undecodable bytes (surrogates): drop them.
-                    stem = _SURROGATES.sub("_", Path(p).stem)
-                    name = f"{done + i:06d}_{stem}.png"
-                    cv2.imwrite(str(heat_dir / name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-            for p, reason in bad:
-                writer.writerow([p, "", "", "", reason])
-            done += len(good) + len(bad)
-            if progress is not None:
-                progress(done, len(paths))
-    return csv_path

@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from .. import __version__
 from .config import ModelConfig, TrainConfig, config_to_dict, save_json
 from .data.folder import ImageFolder, scan_folder
 from .data.mvtec import is_mvtec_category
-from .features import resolve_device
+from .features import StopRequested, resolve_device
 from .io.atomic import write_text_atomic
 from .io.trainer_state import STATE_FILE, read_trainer_state, write_trainer_state
 from .model import AnomalyModel
@@ -214,6 +213,10 @@ def train_run(
     model.fit(folder.paths, features=features, overrides=by_index, prior_scores=prior, callback=on_round,
               progress=progress, stop=stop, resume=resume_from, on_state=on_state)
     train_seconds = time.perf_counter() - started - extract_seconds
+    if model.result_.stopped and model.result_.best_round < 0:
+        # Stopped inside the first round: the head never finished a round, so saving it would hand out an
+        # untrained model (or overwrite a resumed run's trained one).
+        raise StopRequested("stopped before the first training round finished; no model was saved")
     model.save(out / "model")
     _write_samples(out / "samples.csv", folder.paths, model.result_, overrides)
     rounds = max(len(history) - (len(resume_from.history) if resume_from else 0), 1)  # run in this call

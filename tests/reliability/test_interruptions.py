@@ -122,6 +122,26 @@ def test_a_fresh_run_never_resumes_an_old_state(folder, features, tmp_path):
     assert not (out / STATE_FILE).exists()
 
 
+def test_a_stop_before_the_first_step_saves_no_model(folder, features, tmp_path):
+    """A stop set before any training step: no untrained head is saved, and a model already in the folder
+    (an earlier run's) is left as it was."""
+    import threading
+
+    from comet_studio.core.features import StopRequested
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(StopRequested, match="no model was saved"):
+        train_run(folder, tmp_path / "fresh", MODEL, _train_config(), features=features, stop=stop)
+    assert not (tmp_path / "fresh" / "model").exists()
+    out = tmp_path / "trained"
+    train_run(folder, out, MODEL, _train_config(), features=features)
+    before = (out / "model" / "model.safetensors").read_bytes()
+    with pytest.raises(StopRequested):
+        train_run(folder, out, MODEL, _train_config(), features=features, stop=stop)
+    assert (out / "model" / "model.safetensors").read_bytes() == before
+
+
 # -- the CLI, interrupted by signals -------------------------------------------------------------------------
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> bool:
     deadline = time.time() + timeout

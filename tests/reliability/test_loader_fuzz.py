@@ -1,5 +1,5 @@
 """Bad inputs a plant's image folders really hold, through every loader: ``read_image``, ``scan_folder``, the
-training scan of ``train_run``, ``collect_images`` / ``iter_predictions`` / ``predict_to_csv``, and the app's
+training scan of ``train_run``, ``collect_images`` / ``iter_predictions`` / ``predict_local``, and the app's
 API. Each bad input is skipped with a named reason or refused with a clear error; none crashes or hangs.
 """
 
@@ -29,7 +29,8 @@ from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig
 from comet_studio.core.data import ImageReadError, read_image, scan_folder
 from comet_studio.core.data.images import MAX_PIXELS
 from comet_studio.core.model import AnomalyModel
-from comet_studio.core.predict import collect_images, iter_predictions, predict_to_csv
+from comet_studio.core.distributed.batch_predict import predict_local
+from comet_studio.core.predict import collect_images, iter_predictions
 from comet_studio.core.run import read_samples, train_run, training_folder
 from tests.conftest import TINY, good_tiles
 
@@ -290,10 +291,12 @@ def test_prediction_reports_each_bad_file_and_scores_the_rest(zoo, zoo_run, tmp_
     assert "a folder" in unreadable.pop(str(zoo.root / "folder.png"))
     for path, reason in unreadable.items():
         assert re.search(zoo.skipped[path], reason), (path, reason)
-    table = predict_to_csv(model, paths, tmp_path / "pred", heatmaps=True, chunk=8)
-    with open(table, newline="") as handle:
+    # The CLI's writer, given the folder: a row per file it lists, an error in the row of each bad one.
+    summary = predict_local(model, [zoo.root], tmp_path / "pred", heatmaps=True, batch_size=8)
+    with open(summary.table, newline="", errors="surrogateescape") as handle:  # raw bytes of odd names
         rows = list(csv.DictReader(handle))
-    assert len(rows) == len(paths) and sum(bool(r["error"]) for r in rows) == len(unreadable) + 1
+    assert sorted(r["path"] for r in rows if not r["error"]) == zoo.good
+    assert summary.scored == len(zoo.good) and summary.failed == len(rows) - len(zoo.good) > 0
     assert len(list((tmp_path / "pred" / "heatmaps").glob("*.png"))) == len(zoo.good)
 
 

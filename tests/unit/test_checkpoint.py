@@ -4,7 +4,9 @@ with a CheckpointError that says why, never with a shape error; writes leave no 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,14 @@ def test_save_is_atomic_and_loads(saved, copy):
     model.save(copy)  # overwriting an existing checkpoint in place
     assert sorted(p.name for p in copy.iterdir()) == ["model.json", "model.safetensors"]
     assert _load(copy).threshold_ == pytest.approx(model.threshold_)
+
+
+def test_saved_files_get_the_users_normal_permissions(saved):
+    # safetensors creates its file 0600; a model folder shared with a server or a colleague must not be.
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.json", "model.safetensors"):
+        assert stat.S_IMODE((saved / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_other_format_version(copy):

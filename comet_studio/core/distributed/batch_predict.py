@@ -160,7 +160,7 @@ class TableWriter:
                                 ("label", pa.string()), ("heatmap", pa.string()), ("error", pa.string())])
             self._parquet = pq.ParquetWriter(self._tmp, schema)
         else:
-            # surrogateescape: a non-UTF-8 name is written with its raw bytes, as on disk (as predict_to_csv)
+            # surrogateescape: a non-UTF-8 name is written with its raw bytes, as on disk
             self._handle = open(self._tmp, "w", newline="", encoding="utf-8", errors="surrogateescape")
             self._csv = csv.writer(self._handle)
             self._csv.writerow(TABLE_COLUMNS)

@@ -67,6 +67,7 @@ def extract_features(
         futures = [pool.submit(lambda idx=idx: to_tensor([load_resized(items[i], size) for i in idx]))
                    for idx in chunks[:2]]
         done = 0
+        limit = batch_size  # shrinks for good after a GPU out-of-memory (see _run_with_fallback)
         for k, idx in enumerate(chunks):
             if stop is not None and stop.is_set():
                 raise StopRequested("stopped during feature extraction")
@@ -74,7 +75,7 @@ def extract_features(
             if k + 2 < len(chunks):
                 futures.append(pool.submit(lambda idx=chunks[k + 2]: to_tensor(
                     [load_resized(items[i], size) for i in idx])))
-            feats, device = _run_with_fallback(extractor, batch, device)
+            feats, device, limit = _run_with_fallback(extractor, batch, device, limit)
             out[idx[0]: idx[-1] + 1] = feats.to(out.dtype)
             done += len(idx)
             if progress is not None:
@@ -82,24 +83,25 @@ def extract_features(
     return out
 
 
-def _run_with_fallback(extractor: FeatureExtractor, batch: torch.Tensor,
-                       device: torch.device) -> tuple[torch.Tensor, torch.device]:
-    try:
-        return _run(extractor, batch, device), device
-    except torch.OutOfMemoryError:
-        if device.type != "cuda":
-            raise
-        torch.cuda.empty_cache()
-    size = len(batch) // 2
-    while size >= 1:
+def _run_with_fallback(extractor: FeatureExtractor, batch: torch.Tensor, device: torch.device,
+                       limit: int) -> tuple[torch.Tensor, torch.device, int]:
+    """Run ``batch`` in slices of at most ``limit`` images; on GPU out-of-memory halve the slice until it
+    fits, then fall back to the CPU. Returns the features, the device and the slice size that worked, which
+    the caller passes back as ``limit`` so that later batches do not fail again at the sizes that did."""
+    size = max(1, min(limit, len(batch)))
+    while True:
         try:
-            logger.warning("GPU out of memory: retrying feature extraction with batch size %d", size)
             parts = [_run(extractor, batch[i:i + size], device) for i in range(0, len(batch), size)]
-            return torch.cat(parts), device
+            return torch.cat(parts), device, size
         except torch.OutOfMemoryError:
+            if device.type != "cuda":
+                raise
             torch.cuda.empty_cache()
+            if size == 1:
+                break
             size //= 2
+            logger.warning("GPU out of memory: retrying feature extraction with batch size %d", size)
     logger.warning("GPU out of memory at batch size 1: extracting features on the CPU instead")
     cpu = torch.device("cpu")
     extractor.to(cpu)
-    return _run(extractor, batch, cpu), cpu
+    return _run(extractor, batch, cpu), cpu, len(batch)

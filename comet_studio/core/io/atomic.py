@@ -13,6 +13,10 @@ from pathlib import Path
 
 __all__ = ["atomic_path", "write_text_atomic"]
 
+# The process umask, read once at import (os.umask can only be read by setting it, which is not thread-safe).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -24,7 +28,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # A unique name, so two writers of the same target never share a temp file; same folder, so
-    # os.replace is a rename on one file system. The writer creates the file (normal permissions).
+    # os.replace is a rename on one file system.
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
@@ -32,6 +36,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             raise FileNotFoundError(f"nothing was written to {tmp} for {target}")
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())  # the data is on disk before the rename makes it visible
+        # Some writers (safetensors) create their file 0600; a saved model should be as readable as any
+        # other file this user writes (a shared model folder, a server that runs as another user).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
