@@ -59,6 +59,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="first weights from a contamination-robust memory ensemble")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fp16-cache", action="store_true", help="keep cached features in half precision")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any detector or training setting, repeatable: e.g. --set flow.n_blocks=8 "
+                        "--set simplenet.noise_std=0.5 --set comet.task_size=8 --set batch_size=16 "
+                        "(sections: backbone, simplenet, flow, memory, patchcore, comet; see core/config.py)")
 
 
 def configs_from_args(args: argparse.Namespace):
@@ -78,7 +82,27 @@ def configs_from_args(args: argparse.Namespace):
     extra = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
     train = TrainConfig(comet=comet, device=args.device, seed=args.seed, prior=args.prior,
                         fp16_cache=args.fp16_cache, **extra)
-    return model, train
+    return _apply_settings(model, train, getattr(args, "settings", []))
+
+
+def _apply_settings(model, train, items: list[str]):
+    """``--set SECTION.KEY=VALUE`` items onto the model config (detector and backbone settings) or the
+    training config (``comet.*`` and top-level training settings). Values are JSON (8, 0.5, true, [1, 2]);
+    anything else is taken as text."""
+    from comet_studio.core.config import config_to_dict, with_settings
+
+    model_keys = set(config_to_dict(model))
+    for_model, for_train = {}, {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. flow.n_blocks=8")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        (for_model if key.split(".")[0] in model_keys else for_train)[key.strip()] = value
+    return with_settings(model, for_model), with_settings(train, for_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

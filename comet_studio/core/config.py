@@ -23,6 +23,7 @@ __all__ = [
     "TrainConfig",
     "config_to_dict",
     "config_from_dict",
+    "with_settings",
 ]
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
@@ -287,6 +288,27 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def with_settings(config: Any, settings: dict[str, Any]) -> Any:
+    """A copy of ``config`` with dotted settings applied, e.g. ``{"flow.n_blocks": 8, "top_k": 0.02}``.
+
+    Every value is checked by the config's own validation; an unknown section or key is a ValueError
+    that lists the known ones."""
+    data = config_to_dict(config)
+    for dotted, value in settings.items():
+        *sections, key = dotted.split(".")
+        node, where = data, type(config).__name__
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                known = sorted(k for k, v in node.items() if isinstance(v, dict))
+                raise ValueError(f"{dotted!r}: {where} has no section {section!r} (sections: {known})")
+            node, where = node[section], f"{where}.{section}"
+        if key not in node or isinstance(node[key], dict):
+            known = sorted(k for k, v in node.items() if not isinstance(v, dict))
+            raise ValueError(f"{dotted!r}: {where} has no setting {key!r} (settings: {known})")
+        node[key] = value
+    return config_from_dict(type(config), data)
 
 
 def save_json(path: Path, data: dict[str, Any]) -> None:

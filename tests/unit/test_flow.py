@@ -159,10 +159,26 @@ def test_planted_defects_score_above_the_median_training_image(planted_folder):
 def test_cli_train_predict_evaluate_with_flow(tiny_mvtec, tmp_path, capsys):
     run = tmp_path / "run"
     assert cli(["train", str(tiny_mvtec), "--out", str(run), "--model", "flow", "--image-size", str(TINY),
-                "--epochs", "2", "--steps", "4", "--device", "cpu"]) == 0
-    assert json.loads((run / "model" / "model.json").read_text())["model"]["detector"] == "flow"
+                "--epochs", "2", "--steps", "4", "--device", "cpu", "--set", "flow.n_blocks=2",
+                "--set", "flow.hidden_ratio=0.5", "--set", "comet.task_size=4"]) == 0
+    saved = json.loads((run / "model" / "model.json").read_text())["model"]
+    assert saved["detector"] == "flow" and saved["flow"]["n_blocks"] == 2 and saved["flow"]["hidden_ratio"] == 0.5
+    assert json.loads((run / "run.json").read_text())["train"]["comet"]["task_size"] == 4
     assert cli(["predict", str(run), str(tiny_mvtec / "test" / "crack"), "--out", str(tmp_path / "pred"),
                 "--device", "cpu", "--no-heatmaps"]) == 0
     assert cli(["evaluate", str(run), str(tiny_mvtec), "--device", "cpu"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_test"] == 12 and 0.0 <= metrics["image_auroc"] <= 1.0
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("flow.blocks=8", "no setting 'blocks'"),  # a typo names the settings there are
+    ("flows.n_blocks=8", "no section 'flows'"),
+    ("flow.n_blocks=0", "n_blocks must be in"),  # the config's own validation
+    ("flow.n_blocks", "expected SECTION.KEY=VALUE"),
+])
+def test_cli_set_refuses_a_bad_setting_before_any_work(tiny_mvtec, tmp_path, capsys, setting, message):
+    assert cli(["train", str(tiny_mvtec), "--out", str(tmp_path / "run"), "--model", "flow", "--device", "cpu",
+                "--set", setting]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model").exists()
