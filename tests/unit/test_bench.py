@@ -70,7 +70,16 @@ def test_markdown_table_and_charts_are_written(bench):
     result, _, _ = bench
     text = result.report.markdown.read_text()
     assert "| model | method | protocol | noise | seeds | image AUROC" in text
-    assert sum(line.startswith("| simplenet |") for line in text.splitlines()) == 4
+    detail = text[text.index("every metric"):]
+    assert sum(line.startswith("| simplenet |") for line in detail.splitlines()) == 4
+    # The summary pivots (one row per model + method, one column per noise) hold the same means.
+    pivot = text[text.index("### tile, move protocol: image AUROC"):].splitlines()
+    assert pivot[2] == "| model | method | noise 0 | noise 0.2 |"
+    rows = read_results(result.out_dir / "results.csv")
+    for line in pivot[4:6]:
+        _, model, method, *cells, _ = (c.strip() for c in line.split("|"))
+        expected = {r["noise"]: r["image_auroc"] for r in rows if r["method"] == method}
+        assert [float(c) for c in cells] == [round(expected[n], 3) for n in (0.0, 0.2)], line
     assert "no test labels" in text
     assert result.report.html and all(p.exists() for p in result.report.html)
     # PNG needs Chromium for kaleido: either written, or the reason is recorded (never a crash).

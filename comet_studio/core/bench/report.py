@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-__all__ = ["ReportFiles", "summarise", "markdown_report", "noise_figure", "write_report"]
+__all__ = ["ReportFiles", "summarise", "pivot_table", "markdown_report", "noise_figure", "write_report"]
 
 GROUP = ("category", "model", "method", "protocol", "noise")
 SHOWN = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("f1_max", "F1-max"),
@@ -67,6 +67,36 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if std > 0 else f"{mean:.3f}"
 
 
+PIVOTED = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"))
+
+
+def pivot_table(summary: list[dict], category: str, protocol: str, metric: str) -> list[str]:
+    """Markdown lines: one row per model + method, one column per noise level, ``metric`` mean ± std.
+    Noise 0 plants nothing, so a protocol without its own noise-0 rows shows the other protocol's."""
+    entries = [s for s in summary if s["category"] == category and s["n_seeds"] > 0]
+    own = [s for s in entries if s["protocol"] == protocol]
+    if not any(s["noise"] == 0 for s in own):
+        own += [s for s in entries if s["noise"] == 0]
+    noises = sorted({s["noise"] for s in own})
+    header = ["model", "method"] + [f"noise {n:g}" for n in noises]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, method in dict.fromkeys((s["model"], s["method"]) for s in own):
+        cells = {s["noise"]: s for s in own if (s["model"], s["method"]) == (model, method)}
+        values = [_cell(cells[n][f"{metric}_mean"], cells[n][f"{metric}_std"]) if n in cells else "" for n in noises]
+        lines.append("| " + " | ".join([model, method] + values) + " |")
+    return lines
+
+
+def _summary_section(summary: list[dict], category: str) -> list[str]:
+    lines = []
+    for protocol in sorted({s["protocol"] for s in summary if s["category"] == category and s["noise"] > 0}
+                           or {"move"}):
+        for metric, label in PIVOTED:
+            lines += [f"### {category}, {protocol} protocol: {label}", ""]
+            lines += pivot_table(summary, category, protocol, metric) + [""]
+    return lines
+
+
 def markdown_report(rows: list[dict], settings: dict | None = None) -> str:
     """results.md: settings, the no-test-labels note, one table per category, then the failed cells."""
     lines = ["# CoMet Studio bench", ""]
@@ -80,7 +110,8 @@ def markdown_report(rows: list[dict], settings: dict | None = None) -> str:
     summary = summarise(rows)
     header = ["model", "method", "protocol", "noise", "seeds"] + [label for _, label in SHOWN]
     for category in dict.fromkeys(s["category"] for s in summary):
-        lines += [f"## {category}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [f"## {category}", ""] + _summary_section(summary, category)
+        lines += [f"### {category}: every metric", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for s in (s for s in summary if s["category"] == category):
             seeds = f"{s['n_seeds']}" + (f" ({s['n_failed']} failed)" if s["n_failed"] else "")
             values = [_cell(s[f"{m}_mean"], s[f"{m}_std"]) for m, _ in SHOWN]
