@@ -51,12 +51,17 @@ def _fake_gpu(monkeypatch, extractor, fits: int) -> list[tuple[str, int]]:
     return calls
 
 
-def test_oom_halves_the_batch_until_it_fits(extractor, cpu_features, monkeypatch, caplog):
-    calls = _fake_gpu(monkeypatch, extractor, fits=2)
+def _extract_on_fake_gpu(monkeypatch, caplog, extractor, fits: int):
+    """Extract N_IMAGES tiles on the stand-in GPU; returns (features, (device, batch size) calls, log messages)."""
+    calls = _fake_gpu(monkeypatch, extractor, fits=fits)
     with caplog.at_level(logging.WARNING, logger=cache.__name__):
         features = cache.extract_features(extractor, good_tiles(N_IMAGES), device=torch.device("cuda"),
                                           batch_size=BATCH)
-    messages = [r.getMessage() for r in caplog.records]
+    return features, calls, [r.getMessage() for r in caplog.records]
+
+
+def test_oom_halves_the_batch_until_it_fits(extractor, cpu_features, monkeypatch, caplog):
+    features, calls, messages = _extract_on_fake_gpu(monkeypatch, caplog, extractor, fits=2)
     assert "GPU out of memory: retrying feature extraction with batch size 4" in messages
     assert "GPU out of memory: retrying feature extraction with batch size 2" in messages
     assert not any("on the CPU instead" in m for m in messages)
@@ -69,11 +74,7 @@ def test_oom_halves_the_batch_until_it_fits(extractor, cpu_features, monkeypatch
 
 
 def test_oom_at_batch_one_falls_back_to_the_cpu(extractor, cpu_features, monkeypatch, caplog):
-    calls = _fake_gpu(monkeypatch, extractor, fits=0)
-    with caplog.at_level(logging.WARNING, logger=cache.__name__):
-        features = cache.extract_features(extractor, good_tiles(N_IMAGES), device=torch.device("cuda"),
-                                          batch_size=BATCH)
-    messages = [r.getMessage() for r in caplog.records]
+    features, calls, messages = _extract_on_fake_gpu(monkeypatch, caplog, extractor, fits=0)
     assert [m for m in messages if "retrying" in m] == [
         f"GPU out of memory: retrying feature extraction with batch size {n}" for n in (4, 2, 1)]
     assert messages[-1] == "GPU out of memory at batch size 1: extracting features on the CPU instead"
