@@ -209,7 +209,8 @@ def train_run(
     prior = None
     if train_config.prior == "memory":
         from .detectors.memory import memory_prior_scores
-        prior = memory_prior_scores(features, model_config.memory, seed=train_config.seed)
+        prior = memory_prior_scores(features, model_config.memory, seed=train_config.seed,
+                                    device=resolve_device(train_config.device))
     model.fit(folder.paths, features=features, overrides=by_index, prior_scores=prior, callback=on_round,
               progress=progress, stop=stop, resume=resume_from, on_state=on_state)
     train_seconds = time.perf_counter() - started - extract_seconds

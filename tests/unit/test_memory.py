@@ -17,6 +17,7 @@ from comet_studio.core.detectors.memory import MemoryHead, memory_prior_scores
 from comet_studio.core.detectors.nearest import flat_patches, nearest_distance
 from comet_studio.core.detectors.patchcore import PatchCoreHead, greedy_coreset
 from comet_studio.core.evaluation import image_auroc
+from comet_studio.core.run import train_run
 from comet_studio.core.training import CoMetTrainer
 from comet_studio.core.training.weighting import confidence_weights
 
@@ -194,6 +195,20 @@ def test_prior_blend_one_keeps_the_prior_weights(planted):
     np.testing.assert_allclose(result.weights, confidence_weights(prior).weights)
     # The decision threshold stays on the detector's own scale.
     assert result.threshold == pytest.approx(confidence_weights(result.scores).threshold)
+
+
+def test_train_run_with_the_memory_prior_starts_from_the_prior_weights(planted_folder, planted, tmp_path):
+    """The app/CLI path: ``train_run`` with ``prior="memory"`` computes the prior on the training device and
+    hands it to the trainer (blend 1: the weights are the prior's)."""
+    root, _ = planted_folder
+    _, features, mask = planted
+    config = ModelConfig(backbone=BackboneConfig(image_size=SIZE), memory=MemoryConfig(n_memories=2))
+    train = TrainConfig(rounds=1, steps_per_round=1, device="cpu", prior="memory", seed=3,
+                        comet=CoMetConfig(meta=False, warmup_rounds=0, prior_blend=1.0))
+    result = train_run(root, tmp_path / "run", config, train, features=features).model.result_
+    prior = memory_prior_scores(features, config.memory, seed=3)
+    np.testing.assert_allclose(result.weights, confidence_weights(prior).weights)
+    assert mask[_lowest_weight_order(prior)[:mask.sum()]].all()
 
 
 def test_patchcore_coreset_is_deterministic_and_sized(planted):
