@@ -13,6 +13,7 @@ import torch
 from .. import __version__
 from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
 from .detectors import build_head
+from .detectors.memory import memory_prior_scores
 from .features import FeatureExtractor, extract_features, resolve_device
 from .inference import InferenceModel, Scores
 from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
@@ -87,7 +88,8 @@ class AnomalyModel:
         """Train on ``images`` (paths or RGB arrays). ``features`` skips extraction when already cached;
         ``overrides`` maps an image index to "good" (weight 1) or "exclude" (weight 0). ``on_state`` /
         ``resume``: the trainer state after each completed round, and one to continue from
-        (see ``CoMetTrainer.fit``)."""
+        (see ``CoMetTrainer.fit``). ``prior_scores``: per-image contamination scores for the first weights;
+        when omitted and ``TrainConfig.prior`` is "memory", they are computed here (on the training device)."""
         if len(images) < 2:
             raise ValueError(f"need at least 2 training images, got {len(images)}")
         self.device_ = resolve_device(self.train_config.device)
@@ -96,6 +98,10 @@ class AnomalyModel:
             features = self.extract(images, progress=progress, stop=stop)
         if len(features) != len(images):
             raise ValueError(f"features hold {len(features)} images but {len(images)} were given")
+        if prior_scores is None and self.train_config.prior == "memory":
+            # Leave-one-out memory scores of these same features set CoMet's first weights.
+            prior_scores = memory_prior_scores(features, self.config.memory, seed=self.train_config.seed,
+                                               device=self.device_)
         extractor = self._extractor()
         torch.manual_seed(self.train_config.seed)
         head = build_head(self.config, extractor.out_dim, extractor.grid)

@@ -206,12 +206,7 @@ def train_run(
     if features is None:
         features = model.extract(folder.paths, progress=progress, stop=stop)
     extract_seconds = time.perf_counter() - started
-    prior = None
-    if train_config.prior == "memory":
-        from .detectors.memory import memory_prior_scores
-        prior = memory_prior_scores(features, model_config.memory, seed=train_config.seed,
-                                    device=resolve_device(train_config.device))
-    model.fit(folder.paths, features=features, overrides=by_index, prior_scores=prior, callback=on_round,
+    model.fit(folder.paths, features=features, overrides=by_index, callback=on_round,
               progress=progress, stop=stop, resume=resume_from, on_state=on_state)
     train_seconds = time.perf_counter() - started - extract_seconds
     if model.result_.stopped and model.result_.best_round < 0:

@@ -198,8 +198,8 @@ def test_prior_blend_one_keeps_the_prior_weights(planted):
 
 
 def test_train_run_with_the_memory_prior_starts_from_the_prior_weights(planted_folder, planted, tmp_path):
-    """The app/CLI path: ``train_run`` with ``prior="memory"`` computes the prior on the training device and
-    hands it to the trainer (blend 1: the weights are the prior's)."""
+    """The app/CLI path: ``train_run`` with ``prior="memory"`` and no scores given; ``AnomalyModel.fit``
+    computes the prior from ``TrainConfig`` and hands it to the trainer (blend 1: the weights are the prior's)."""
     root, _ = planted_folder
     _, features, mask = planted
     config = ModelConfig(backbone=BackboneConfig(image_size=SIZE), memory=MemoryConfig(n_memories=2))

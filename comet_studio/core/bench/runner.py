@@ -33,7 +33,6 @@ import numpy as np
 from ..config import save_json
 from ..data import ContaminatedSet, LabelledSet, contaminate, load_mvtec
 from ..evaluation import evaluate_model, image_auroc, rejection_quality
-from ..features import resolve_device
 from ..model import AnomalyModel
 from .features import FeatureStore, load_or_extract
 from .grid import BenchConfig, Cell, build_cells, cell_configs, find_categories
@@ -130,15 +129,6 @@ def _empty_row(cell: Cell) -> dict:
     return row
 
 
-def _prior_scores(model_config, features, seed: int, device: str) -> np.ndarray:
-    try:
-        from ..detectors.memory import memory_prior_scores
-    except ImportError as error:
-        raise RuntimeError(f"comet+prior needs memory_prior_scores from comet_studio.core.detectors.memory, "
-                           f"which this install lacks ({error})") from error
-    return memory_prior_scores(features, model_config.memory, seed=seed, device=resolve_device(device))
-
-
 def _rejection(data: ContaminatedSet, model: AnomalyModel) -> dict[str, float]:
     """Did training single out the planted images? ``flagged`` = final training score above the IQR fence T,
     which is exactly what CoMet down-weights and refinement rejects (for the baseline: what T would flag)."""
@@ -161,11 +151,9 @@ def run_cell(cell: Cell, dataset: LabelledSet, store: FeatureStore, config: Benc
         row.update(n_train=len(data.train), n_planted=len(data.planted), n_test=len(data.test))
         record.update(planted=list(data.planted), test=[i.path for i in data.test])
         features = store.take(data.train)
-        start = time.perf_counter()  # the memory prior is part of the fit's cost: timed with it
-        prior = (_prior_scores(model_config, features, cell.seed, train_config.device)
-                 if train_config.prior == "memory" else None)
         model = AnomalyModel(model_config, train=train_config)
-        model.fit(data.train, features=features, prior_scores=prior)
+        start = time.perf_counter()  # fit computes the memory prior (comet+prior) too: timed with it
+        model.fit(data.train, features=features)
         row["fit_seconds"] = time.perf_counter() - start
         metrics = evaluate_model(model, data.test, features=store.take([i.path for i in data.test]))
         row.update(image_auroc=metrics["image_auroc"], pixel_auroc=metrics["pixel_auroc"], aupro=metrics["aupro"],
