@@ -64,8 +64,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--categories", type=_list(str, "--categories"), default=None, help="e.g. bottle,cable")
     p.add_argument("--noise", type=_list(float, "--noise"), default=(0.0, 0.1, 0.2, 0.3, 0.4),
                    help="contamination ratios: planted anomalies / clean training images")
-    p.add_argument("--methods", type=_list(str, "--methods"), default=("baseline", "refine", "comet"),
-                   help="comma-separated: baseline, refine, comet, comet+prior")
+    p.add_argument("--methods", type=_list(str, "--methods"), default=("baseline", "comet", "trust"),
+                   help="comma-separated strategies (core/training/presets.py): trust (the default), "
+                        "trust-nopatch, baseline, refine, comet (the earlier default), comet+prior")
     p.add_argument("--models", type=_list(str, "--models"), default=("simplenet",),
                    help="comma-separated: simplenet, flow, memory, patchcore")
     p.add_argument("--seeds", type=_list(int, "--seeds"), default=(0,))

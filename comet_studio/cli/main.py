@@ -55,14 +55,15 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-meta", action="store_true", help="CoMet without meta-learning")
     p.add_argument("--no-adaptive-l2", action="store_true", help="CoMet with a fixed L2 term")
     p.add_argument("--iqr-k", type=float, default=1.5, help="IQR threshold T = Q3 + k * IQR")
-    p.add_argument("--prior", default="none", choices=["none", "memory"],
-                   help="first weights from a contamination-robust memory ensemble")
+    p.add_argument("--prior", default=None, choices=["none", "memory"],
+                   help="memory (default): a contamination-robust memory ensemble's leave-one-out opinion decides "
+                        "which images and patches train the head before any gradient step; none: CoMet alone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fp16-cache", action="store_true", help="keep cached features in half precision")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any detector or training setting, repeatable: e.g. --set flow.n_blocks=8 "
                         "--set simplenet.noise_std=0.5 --set comet.task_size=8 --set batch_size=16 "
-                        "(sections: backbone, simplenet, flow, memory, patchcore, comet; see core/config.py)")
+                        "(sections: backbone, simplenet, flow, memory, patchcore, comet, trust; see core/config.py)")
 
 
 def configs_from_args(args: argparse.Namespace):
@@ -80,8 +81,11 @@ def configs_from_args(args: argparse.Namespace):
         comet = CoMetConfig(**{**comet.__dict__, "iqr_k": args.iqr_k})
     model = ModelConfig(detector=args.model, backbone=BackboneConfig(name=args.backbone, image_size=args.image_size))
     extra = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
-    train = TrainConfig(comet=comet, device=args.device, seed=args.seed, prior=args.prior,
-                        fp16_cache=args.fp16_cache, **extra)
+    if args.prior is not None:
+        extra["prior"] = args.prior
+    elif args.baseline or args.refine:
+        extra["prior"] = "none"  # the plain strategies stay plain unless asked
+    train = TrainConfig(comet=comet, device=args.device, seed=args.seed, fp16_cache=args.fp16_cache, **extra)
     return _apply_settings(model, train, getattr(args, "settings", []))
 
 
@@ -190,6 +194,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_elpv(args: argparse.Namespace) -> int:
+    from comet_studio.core.data.elpv import build_elpv_category
+
+    out = build_elpv_category(args.out, cell_type=args.cell_type, n_train=args.train, n_test_good=args.test_good,
+                              n_test_defective=args.test_defective, seed=args.seed)
+    print(f"wrote {out} (train/good {args.train}, test/good {args.test_good}, "
+          f"test/defective {args.test_defective}; {args.cell_type} cells, CC BY-NC-SA 4.0)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="comet-studio", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log warnings and details")
@@ -235,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     add_bench_parser(sub)  # cli/bench.py: the grid and --speed benchmarks
+
+    p = sub.add_parser("elpv", help="build the ELPV solar-cell bench category (MVTec layout, image labels) from "
+                                    "the installed elpv-dataset package")
+    p.add_argument("out", help="category folder to write, e.g. bench/data/elpv")
+    p.add_argument("--cell-type", default="mono", choices=["mono", "poly"])
+    p.add_argument("--train", type=int, default=200, help="functional cells in train/good")
+    p.add_argument("--test-good", type=int, default=100)
+    p.add_argument("--test-defective", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_elpv)
     return parser
 
 

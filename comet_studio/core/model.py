@@ -20,6 +20,7 @@ from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .postprocess import PostProcessor
 from .quiet import quiet_stdout
 from .training import CoMetTrainer, FitResult, RoundEvent
+from .training.opinion import memory_opinion
 from .training.state import TrainerState
 from .training.weighting import Override
 
@@ -56,7 +57,8 @@ class AnomalyModel:
     >>> model.predict(test_paths).scores  # 0.5 = decision threshold, higher = more anomalous
 
     Fitted attributes end in ``_``: ``result_`` (per-sample scores, weights, rejections, history),
-    ``features_`` (the cached training features, reused by retraining with overrides).
+    ``features_`` (the cached training features, reused by retraining with overrides), ``opinion_`` (the
+    memory's leave-one-out ``MemoryOpinion`` that gated training, or None).
     """
 
     def __init__(self, config: ModelConfig | None = None, *, train: TrainConfig | None = None) -> None:
@@ -98,10 +100,17 @@ class AnomalyModel:
             features = self.extract(images, progress=progress, stop=stop)
         if len(features) != len(images):
             raise ValueError(f"features hold {len(features)} images but {len(images)} were given")
-        if prior_scores is None and self.train_config.prior == "memory":
-            # Leave-one-out memory scores of these same features set CoMet's first weights.
-            prior_scores = memory_prior_scores(features, self.config.memory, seed=self.train_config.seed,
-                                               device=self.device_)
+        opinion = None
+        if prior_scores is None and self.train_config.prior == "memory" and self.train_config.comet.weighting:
+            # The memory's leave-one-out opinion of these same features, before any gradient step.
+            if self.train_config.trust.mode == "gate":
+                report = (lambda done, total: progress("trust", done, total)) if progress else None
+                opinion = memory_opinion(features, self.train_config.trust, seed=self.train_config.seed,
+                                         device=self.device_, progress=report)
+            else:  # the earlier blend: image scores of the detector's own memory settings
+                prior_scores = memory_prior_scores(features, self.config.memory, seed=self.train_config.seed,
+                                                   device=self.device_)
+        self.opinion_ = opinion
         extractor = self._extractor()
         torch.manual_seed(self.train_config.seed)
         head = build_head(self.config, extractor.out_dim, extractor.grid)
@@ -112,7 +121,7 @@ class AnomalyModel:
                 progress("rounds", event.round + 1, event.rounds)
                 user_callback(event)
         result = CoMetTrainer(self.train_config).fit(
-            head, features, device=self.device_, overrides=overrides, prior_scores=prior_scores,
+            head, features, device=self.device_, overrides=overrides, prior_scores=prior_scores, opinion=opinion,
             callback=callback, stop=stop, resume=resume, on_state=on_state)
         post = PostProcessor()
         post.set(result.threshold, result.median)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from comet_studio.core import AnomalyModel, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
-from comet_studio.core.config import MemoryConfig, PatchCoreConfig
+from comet_studio.core.config import MemoryConfig, PatchCoreConfig, TrustConfig
 from comet_studio.core.data import scan_folder
 from comet_studio.core.detectors import build_head
 from comet_studio.core.detectors.memory import MemoryHead, memory_prior_scores
@@ -189,7 +189,7 @@ def test_prior_blend_one_keeps_the_prior_weights(planted):
     prior = memory_prior_scores(features, MemoryConfig(n_memories=2), seed=0)
     config = ModelConfig(backbone=BackboneConfig(image_size=SIZE))
     head = build_head(config, features.shape[1], tuple(features.shape[2:]))
-    train = TrainConfig(rounds=1, steps_per_round=1, device="cpu",
+    train = TrainConfig(rounds=1, steps_per_round=1, device="cpu", trust=TrustConfig(mode="blend"),
                         comet=CoMetConfig(meta=False, warmup_rounds=0, prior_blend=1.0))
     result = CoMetTrainer(train).fit(head, features, device=torch.device("cpu"), prior_scores=prior)
     np.testing.assert_allclose(result.weights, confidence_weights(prior).weights)
@@ -204,6 +204,7 @@ def test_train_run_with_the_memory_prior_starts_from_the_prior_weights(planted_f
     _, features, mask = planted
     config = ModelConfig(backbone=BackboneConfig(image_size=SIZE), memory=MemoryConfig(n_memories=2))
     train = TrainConfig(rounds=1, steps_per_round=1, device="cpu", prior="memory", seed=3,
+                        trust=TrustConfig(mode="blend"),
                         comet=CoMetConfig(meta=False, warmup_rounds=0, prior_blend=1.0))
     result = train_run(root, tmp_path / "run", config, train, features=features).model.result_
     prior = memory_prior_scores(features, config.memory, seed=3)

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import BACKBONES, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+from ..config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig
 from ..data.mvtec import is_mvtec_category
 
 __all__ = ["METHODS", "MODELS", "BenchConfig", "Cell", "build_cells", "find_categories", "cell_configs"]
 
-METHODS = ("baseline", "refine", "comet", "comet+prior")
+from ..training.presets import STRATEGIES, strategy_config
+
+METHODS = tuple(STRATEGIES)
 # "patchcore" is accepted here so that a bench asking for it records a clear per-cell error when this
 # install's ModelConfig does not know that detector, instead of refusing the whole grid.
 MODELS = ("simplenet", "flow", "memory", "patchcore")
@@ -127,11 +129,10 @@ def build_cells(categories: list[str], config: BenchConfig) -> list[Cell]:
 
 
 def cell_configs(cell: Cell, config: BenchConfig) -> tuple[ModelConfig, TrainConfig]:
-    """The model and training configs of ``cell``: baseline = ``CoMetConfig.baseline()``, refine =
-    ``CoMetConfig.refinement()``, comet = ``CoMetConfig()``, comet+prior = CoMet with a memory prior.
+    """The model and training configs of ``cell``: its method is a strategy of ``training/presets.py``
+    (trust = the default, baseline, refine, comet = the earlier default, comet+prior = its blend prior).
     Raises ValueError for a model this install's ModelConfig does not know."""
-    comet = {"baseline": CoMetConfig.baseline(), "refine": CoMetConfig.refinement()}.get(cell.method, CoMetConfig())
-    prior = "memory" if cell.method == "comet+prior" else "none"
     model = ModelConfig(detector=cell.model, backbone=config.backbone_config())  # type: ignore[arg-type]
-    train = TrainConfig(comet=comet, prior=prior, device=config.device, seed=cell.seed, **config.train_overrides())
+    train = strategy_config(cell.method, TrainConfig(device=config.device, seed=cell.seed,
+                                                     **config.train_overrides()))
     return model, train

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DemoFolder", "ELPV_LICENSE", "build_elpv_demo", "elpv_data_dir"]
+__all__ = ["DemoFolder", "ELPV_LICENSE", "build_elpv_demo", "elpv_data_dir", "elpv_labels"]
 
 ELPV_LICENSE = "CC BY-NC-SA 4.0 (ELPV dataset, Deitsch et al.)"
 _KEY = "answer_key.csv"
@@ -44,7 +44,7 @@ def elpv_data_dir() -> Path:
     return data
 
 
-def _labels(data: Path) -> list[tuple[str, float, str]]:
+def elpv_labels(data: Path) -> list[tuple[str, float, str]]:
     """(relative image path, defect probability, cell type) rows of the package's labels.csv."""
     rows = []
     for line in (data / "labels.csv").read_text().splitlines():
@@ -93,7 +93,7 @@ def build_elpv_demo(out_dir: str | Path, *, n_good: int = 60, n_defective: int =
             and len(existing.defective) == n_defective:
         return existing
     data = elpv_data_dir()
-    rows = _labels(data)
+    rows = elpv_labels(data)
     rng = np.random.default_rng(seed)
     chosen = [(p, 0) for p in _pick(rows, 0.0, cell_type, n_good, rng)]
     chosen += [(p, 1) for p in _pick(rows, 1.0, cell_type, n_defective, rng)]

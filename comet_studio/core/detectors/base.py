@@ -26,7 +26,8 @@ class DetectorHead(nn.Module):
     - ``fit_statistics(features)``: fixed statistics of the training features (called once before training).
     - ``trainable_parameters()``: the single list used by the optimiser, Reptile and the L2 term
       (floating tensors that require grad; never FrEIA's fixed permutations).
-    - ``per_sample_loss(features, generator)``: one loss per image, so confidence weights multiply it.
+    - ``per_sample_loss(features, generator, patch_weights)``: one loss per image, so confidence weights
+      multiply it; ``patch_weights`` (B, h, w) in [0, 1] scale each patch's share (0: the patch teaches nothing).
     - ``patch_scores(features)``: (B, h, w) anomaly scores per patch.
     - Training-free heads (``trainable = False``, e.g. patch memories) are fitted by ``fit_statistics`` alone
       and implement ``training_scores(features)``: the training images' scores, each image scored without
@@ -45,7 +46,8 @@ class DetectorHead(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad and p.is_floating_point()]
 
-    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None,
+                        patch_weights: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:

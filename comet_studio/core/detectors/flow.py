@@ -79,13 +79,19 @@ class FlowHead(DetectorHead):
                              f"got {tuple(features.shape)}")
         return self.flow(self._standardise(features))
 
-    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None,
+                        patch_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Negative log-likelihood per image, averaged over patches and divided by D so values are O(1):
         (0.5 * ||z||^2 - log|det J|) / (D * h * w), dropping the constant 0.5 * log(2 pi). Deterministic:
-        ``generator`` is accepted for the contract and unused."""
+        ``generator`` is accepted for the contract and unused. With ``patch_weights`` the z term is weighted
+        per patch and the (whole-map) log-det by the mean weight."""
         z, log_det = self.latents(features)
         b, d, h, w = z.shape
-        return (0.5 * z.pow(2).flatten(1).sum(dim=1) - log_det) / (d * h * w)
+        if patch_weights is None:
+            return (0.5 * z.pow(2).flatten(1).sum(dim=1) - log_det) / (d * h * w)
+        weights = patch_weights.to(z)
+        squared = (z.pow(2).sum(dim=1) * weights).flatten(1).sum(dim=1)
+        return (0.5 * squared - log_det * weights.flatten(1).mean(dim=1)) / (d * h * w)
 
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         """Per-patch 0.5 * mean_c z^2 (FastFlow's score). AllInOneBlock returns log|det J| summed over the

@@ -8,6 +8,7 @@ keep (``_select``); storing, scoring, leave-one-out and checkpoint loading live 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -155,19 +156,28 @@ class PatchMemoryHead(DetectorHead):
         """Leave-one-image-out image scores of the images this head was fitted on (pass the same tensor):
         image i is scored against the stored patches of every image but i, so a defect copied once into
         the training folder scores like an unseen one."""
+        return top_k_mean(self.training_patch_scores(features, batch_size), self.top_k)
+
+    @torch.no_grad()
+    def training_patch_scores(self, features: torch.Tensor, batch_size: int = 8,
+                              progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """(N, h, w) leave-one-image-out patch scores of the images this head was fitted on (on the CPU);
+        ``progress(done, total)`` after each batch of images."""
         self._check_fitted()
         self._check_features(features)
         if int(self.owner.max()) >= features.shape[0]:
             raise ValueError(f"the memory holds patches of image {int(self.owner.max())} but only "
                              f"{features.shape[0]} images were given: pass the features the head was fitted on")
         device = self.memory.device
-        h, w = features.shape[2:]
+        n, _, h, w = features.shape
         out = []
-        for start in range(0, features.shape[0], batch_size):
+        for start in range(0, n, batch_size):
             batch = features[start:start + batch_size].to(device)
             owner = torch.arange(start, start + batch.shape[0], device=device, dtype=torch.int32)
             patch = self._distances(flat_patches(batch), owner.repeat_interleave(h * w))
-            out.append(top_k_mean(patch.view(batch.shape[0], h, w), self.top_k).cpu())
+            out.append(patch.view(batch.shape[0], h, w).cpu())
+            if progress is not None:
+                progress(min(start + batch_size, n), n)
         return torch.cat(out)
 
     # -- checkpoints ---------------------------------------------------------------------------------------

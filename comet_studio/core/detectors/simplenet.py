@@ -45,18 +45,22 @@ class SimpleNetHead(DetectorHead):
         patches = features.float().permute(0, 2, 3, 1)  # (B, h, w, D)
         return self.adaptor((patches - self.feature_mean) / self.feature_std)
 
-    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def per_sample_loss(self, features: torch.Tensor, generator: torch.Generator | None = None,
+                        patch_weights: torch.Tensor | None = None) -> torch.Tensor:
         adapted = self._adapted(features).flatten(1, 2)  # (B, P, D)
+        weights = None if patch_weights is None else patch_weights.to(adapted).flatten(1)  # (B, P)
         keep = self.config.train_patches
         if self.training and 0 < keep < adapted.shape[1]:
             pick = torch.randperm(adapted.shape[1], generator=generator, device=adapted.device)[:keep]
             adapted = adapted[:, pick]
+            weights = None if weights is None else weights[:, pick]
         noise = torch.randn(adapted.shape, generator=generator, device=adapted.device) * self.config.noise_std
         true_scores = self.discriminator(adapted).squeeze(-1)
         fake_scores = self.discriminator(adapted + noise).squeeze(-1)
         margin = self.config.margin
         loss = F.relu(margin - true_scores) + F.relu(margin + fake_scores)
-        return loss.mean(dim=1)
+        # A weight-0 patch (a distrusted one) teaches nothing; the mean keeps the image's share fixed.
+        return loss.mean(dim=1) if weights is None else (loss * weights).mean(dim=1)
 
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         return -self.discriminator(self._adapted(features)).squeeze(-1)

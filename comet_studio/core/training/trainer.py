@@ -21,9 +21,10 @@ import torch
 from ..config import CoMetConfig, TrainConfig
 from ..detectors.base import DetectorHead
 from .meta import MetaLearner
+from .opinion import MemoryOpinion
 from .regularization import AdaptiveL2, l2_to_anchor
 from .state import TrainerState, capture_state, restore_state
-from .weighting import Override, SampleWeights, confidence_weights
+from .weighting import Override, SampleWeights, confidence_weights, robust_fence
 
 __all__ = ["RoundEvent", "FitResult", "CoMetTrainer", "score_features", "TRAINING_FREE_ROUNDS"]
 
@@ -94,6 +95,7 @@ class CoMetTrainer:
         device: torch.device,
         overrides: dict[int, Override] | None = None,
         prior_scores: np.ndarray | None = None,
+        opinion: MemoryOpinion | None = None,
         callback: Callable[[RoundEvent], None] | None = None,
         stop: threading.Event | None = None,
         resume: TrainerState | None = None,
@@ -101,20 +103,35 @@ class CoMetTrainer:
     ) -> FitResult:
         """Train ``head`` for ``config.rounds`` rounds. ``on_state`` receives a ``TrainerState`` after every
         completed round (trained heads only); passing one back as ``resume`` (same head, features and
-        config) continues after that round exactly as if training had never stopped."""
+        config) continues after that round exactly as if training had never stopped.
+
+        ``opinion`` (the memory's leave-one-out opinion, ``opinion.py``) or bare ``prior_scores``: with
+        ``config.trust.mode == "gate"`` the images above the opinion's fence start (and stay) out unless the
+        detector clears them, and the opinion's patch weights scale each patch's loss; with "blend", the
+        earlier robust-scale blend of image scores."""
         cfg, comet = self.config, self.config.comet
         n = len(features)
         overrides = dict(overrides or {})
+        if opinion is not None:
+            if len(opinion) != n:
+                raise ValueError(f"the opinion covers {len(opinion)} images, but {n} training images were given")
+            prior_scores = opinion.image_scores
         if prior_scores is not None and len(prior_scores) != n:
             raise ValueError(f"prior_scores has {len(prior_scores)} entries for {n} training images")
+        gate = _Gate.build(prior_scores, opinion, cfg, tuple(features.shape[2:]))
         rng = torch.Generator().manual_seed(cfg.seed)
         noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         head.to(device)
         if not head.trainable:
-            return self._training_free(head, features, device, overrides, callback, stop)
+            return self._training_free(head, features, device, overrides, callback, stop, gate)
         head.fit_statistics(features)
         val_idx, train_idx = _split(n, cfg.validation_fraction, rng)
-        state = _initial_weights(n, overrides, prior_scores, comet.iqr_k, comet.refine)
+        state = gate.initial(overrides) if gate is not None else \
+            _initial_weights(n, overrides, prior_scores, comet.iqr_k, comet.refine)
+        patch_weights = gate.patch_weights if gate is not None else None
+
+        def weigh(idx: torch.Tensor) -> torch.Tensor | None:
+            return None if patch_weights is None else patch_weights[idx]
 
         params = head.trainable_parameters()
         anchor = [p.detach().clone() for p in params]
@@ -144,8 +161,10 @@ class CoMetTrainer:
 
                 def loss_fn(idx: torch.Tensor) -> torch.Tensor:
                     batch = features[idx].to(device, non_blocking=True).float()
-                    loss = head.per_sample_loss(batch, noise).mean()
-                    return loss + l2.value * l2_to_anchor(params, anchor)
+                    per_sample = head.per_sample_loss(batch, noise, patch_weights=weigh(idx))
+                    if comet.loss_weights:  # a half-trusted image teaches half, not only half as often
+                        per_sample = per_sample * weights[idx].to(per_sample)
+                    return per_sample.mean() + l2.value * l2_to_anchor(params, anchor)
 
                 if meta is not None:
                     task = _sample(train_idx, weights, comet.task_size, rng)
@@ -158,17 +177,20 @@ class CoMetTrainer:
                     optimiser.step()
                     train_loss = float(loss.detach())
                     val_loss = _validation_loss(head, features, val_idx, weights, cfg.batch_size, device, rng,
-                                                noise) if len(val_idx) else train_loss
+                                                noise, weigh) if len(val_idx) else train_loss
                 l2.update(train_loss, val_loss)
                 losses.append(train_loss)
             if stopped and not losses:
                 break
-            val = _selection_loss(head, features, val_idx, weights, device, cfg.seed) if len(val_idx) else r
+            val = _selection_loss(head, features, val_idx, weights, device, cfg.seed, weigh) \
+                if len(val_idx) else r
             # Weights only move after warm-up; select among rounds that trained on them.
             if val <= best[0] or best[1] < comet.warmup_rounds:
                 best = (val, r, copy.deepcopy(head.state_dict()))
             scores = score_features(head, features, device)
-            if comet.weighting and r + 1 >= comet.warmup_rounds:
+            if gate is not None:
+                state = gate.weights(scores, comet, overrides)
+            elif comet.weighting and r + 1 >= comet.warmup_rounds:
                 state = _blended_weights(scores, prior_scores, comet, overrides)
             else:
                 state = _with_threshold(state, scores, comet.iqr_k, overrides)
@@ -191,26 +213,38 @@ class CoMetTrainer:
         if best[2] is not None:
             head.load_state_dict(best[2])
         scores = score_features(head, features, device)
-        final = _blended_weights(scores, prior_scores, comet, overrides) \
-            if comet.weighting else _with_threshold(state, scores, comet.iqr_k, overrides)
+        if gate is not None:
+            final = gate.weights(scores, comet, overrides)
+        elif comet.weighting:
+            final = _blended_weights(scores, prior_scores, comet, overrides)
+        else:
+            final = _with_threshold(state, scores, comet.iqr_k, overrides)
         return FitResult(scores=scores, weights=final.weights, rejected=final.rejected, threshold=final.threshold,
                          median=final.median, best_round=best[1], stopped=stopped, history=history,
                          validation_indices=val_idx.numpy())
 
-    def _training_free(self, head, features, device, overrides, callback, stop) -> FitResult:
+    def _training_free(self, head, features, device, overrides, callback, stop, gate) -> FitResult:
         """Heads fitted by ``fit_statistics`` alone (patch memories). Excluded images stay out of the memory;
         training images are scored leave-one-out. With ``refine``, the memory is rebuilt without the
-        rejected images until the rejected set stops changing (at most ``TRAINING_FREE_ROUNDS`` rounds)."""
+        rejected images until the rejected set stops changing (at most ``TRAINING_FREE_ROUNDS`` rounds).
+        With a gating opinion, the images it puts out start out of the memory (a "good" override wins)."""
         comet = self.config.comet
         n = len(features)
         rejected = np.array([overrides.get(i) == "exclude" for i in range(n)], dtype=bool)
+        if gate is not None:
+            rejected |= gate.out & np.array([overrides.get(i) != "good" for i in range(n)], dtype=bool)
         rounds = min(self.config.rounds, TRAINING_FREE_ROUNDS) if comet.refine else 1
         history: list[dict] = []
         stopped = False
         for r in range(rounds):
             start = time.perf_counter()
             scores = _memory_scores(head, features, ~rejected, device)
-            state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides)
+            state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides,
+                                       ignore=rejected if gate is not None else None)
+            if gate is not None:  # images out of the memory stay out of the weights
+                keep_out = rejected & np.array([overrides.get(i) != "good" for i in range(n)], dtype=bool)
+                state = SampleWeights(np.where(keep_out, 0.0, state.weights), state.rejected | keep_out,
+                                      state.threshold, state.median)
             event = RoundEvent(round=r, rounds=rounds, train_loss=math.nan, val_loss=math.nan, lam=0.0,
                                threshold=state.threshold, scores=scores, weights=state.weights.copy(),
                                rejected=state.rejected.copy(), seconds=time.perf_counter() - start, best_round=r)
@@ -302,22 +336,64 @@ def _sample(pool: torch.Tensor, weights: torch.Tensor, size: int, rng: torch.Gen
 
 
 @torch.no_grad()
-def _validation_loss(head, features, val_idx, weights, batch_size, device, rng, noise) -> float:
+def _validation_loss(head, features, val_idx, weights, batch_size, device, rng, noise, weigh) -> float:
     idx = val_idx[torch.randint(len(val_idx), (min(batch_size, len(val_idx)),), generator=rng)]
     w = weights[idx].to(device)
-    loss = head.per_sample_loss(features[idx].to(device).float(), noise)
+    loss = head.per_sample_loss(features[idx].to(device).float(), noise, patch_weights=weigh(idx))
     return float((loss * w).sum() / w.sum().clamp_min(1e-12))
 
 
 @torch.no_grad()
-def _selection_loss(head, features, val_idx, weights, device, seed: int) -> float:
+def _selection_loss(head, features, val_idx, weights, device, seed: int, weigh) -> float:
     """Weighted held-out loss with a fixed noise seed, so rounds are compared on the same noise."""
     generator = torch.Generator(device=device).manual_seed(seed + 7)
     total, norm = 0.0, 0.0
     for i in range(0, len(val_idx), 32):
         idx = val_idx[i:i + 32]
         w = weights[idx].to(device)
-        loss = head.per_sample_loss(features[idx].to(device).float(), generator)
+        loss = head.per_sample_loss(features[idx].to(device).float(), generator, patch_weights=weigh(idx))
         total += float((loss * w).sum())
         norm += float(w.sum())
     return total / max(norm, 1e-12)
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """The opinion in charge (``TrustConfig.mode == "gate"``): ``out`` = images above the opinion's fence,
+    ``patch_weights`` (N, h, w) = 0 for the distrusted patches (None when off)."""
+
+    out: np.ndarray
+    patch_weights: torch.Tensor | None
+    comeback_z: float
+
+    @classmethod
+    def build(cls, prior_scores, opinion, config: TrainConfig, grid: tuple[int, int]) -> "_Gate | None":
+        trust = config.trust
+        # The opinion is part of the weighting: plain training (CoMetConfig.baseline()) trains on everything.
+        if prior_scores is None or trust.mode != "gate" or not config.comet.weighting:
+            return None
+        scores = np.asarray(prior_scores, dtype=np.float64)
+        fence, _ = robust_fence(scores, trust.fence, trust.k)
+        out = scores > fence
+        patches = opinion.patch_weights(trust, grid, keep=~out) if opinion is not None and trust.patch_weights \
+            else None
+        return cls(out=out, patch_weights=patches, comeback_z=trust.comeback_z)
+
+    def initial(self, overrides: dict[int, Override]) -> SampleWeights:
+        weights = np.where(self.out, 0.0, 1.0)
+        rejected = self.out.copy()
+        for index, choice in overrides.items():
+            weights[index] = 1.0 if choice == "good" else 0.0
+            rejected[index] = choice == "exclude"
+        return SampleWeights(weights=weights, rejected=rejected, threshold=math.nan, median=math.nan)
+
+    def weights(self, scores: np.ndarray, comet: CoMetConfig, overrides: dict[int, Override]) -> SampleWeights:
+        """The detector's own confidence weights (CoMet's SCL, or refinement's hard rejection) over the images
+        the opinion let in; an image it put out comes back only when the detector scores it at least
+        ``comeback_z`` robust units (IQR) below its median. The fence and median (the saved decision
+        threshold) are read from the images that stay in."""
+        back = _robust_z(scores) < self.comeback_z
+        out = self.out & ~back
+        out &= np.array([overrides.get(i) != "good" for i in range(len(scores))], dtype=bool)
+        state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides, ignore=out)
+        return SampleWeights(np.where(out, 0.0, state.weights), state.rejected | out, state.threshold, state.median)

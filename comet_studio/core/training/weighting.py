@@ -7,9 +7,11 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Override", "SampleWeights", "iqr_threshold", "confidence_weights"]
+__all__ = ["Override", "Fence", "FENCES", "SampleWeights", "iqr_threshold", "robust_fence", "confidence_weights"]
 
 Override = Literal["good", "exclude"]
+Fence = Literal["tukey", "mad", "lower"]
+FENCES: tuple[str, ...] = ("tukey", "mad", "lower")
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,35 @@ def iqr_threshold(scores: np.ndarray, k: float = 1.5) -> tuple[float, float]:
     return float(q3 + k * (q3 - q1)), float(median)
 
 
+def robust_fence(scores: np.ndarray, rule: Fence = "tukey", k: float = 1.5) -> tuple[float, float]:
+    """(upper fence, median) of ``scores`` by ``rule``:
+
+    - ``"tukey"``: Q3 + k IQR. Its quartiles move with the contamination: at 30-40% outliers Q3 sits among
+      them and the fence rises over them.
+    - ``"mad"``: median + k * 1.4826 MAD (the MAD of a normal sample estimates its std).
+    - ``"lower"``: median + k (median - Q1): the spread read from the lower half only, which holds good
+      images alone while fewer than half are contaminated.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    if rule == "tukey":
+        fence = q3 + k * (q3 - q1)
+    elif rule == "mad":
+        fence = median + k * 1.4826 * float(np.median(np.abs(values - median)))
+    elif rule == "lower":
+        fence = median + k * (median - q1)
+    else:
+        raise ValueError(f"fence rule must be one of {FENCES}, got {rule!r}")
+    return float(fence), float(median)
+
+
 def confidence_weights(
     scores: np.ndarray,
     k: float = 1.5,
     *,
     hard: bool = False,
     overrides: dict[int, Override] | None = None,
+    ignore: np.ndarray | None = None,
 ) -> SampleWeights:
     """Per-image weights from anomaly scores (higher = more anomalous).
 
@@ -40,6 +65,7 @@ def confidence_weights(
     meaningful whatever the score's offset, and beat T / s in our measurements.
     Hard (iterative refinement): samples above T get weight 0 and are marked rejected.
     User overrides win: "good" forces weight 1, "exclude" forces weight 0 (and is left out of the statistics).
+    ``ignore`` (N,) bool leaves more samples out of the statistics (their weights are still computed).
     """
     scores = np.asarray(scores, dtype=np.float64)
     overrides = overrides or {}
@@ -49,6 +75,8 @@ def confidence_weights(
             excluded[index] = True
         elif choice != "good":
             raise ValueError(f"override for sample {index} must be 'good' or 'exclude', got {choice!r}")
+    if ignore is not None:  # e.g. images a robust first opinion put out: not part of "normal"
+        excluded = excluded | np.asarray(ignore, dtype=bool)
     basis = scores[~excluded] if (~excluded).sum() >= 4 else scores
     threshold, median = iqr_threshold(basis, k)
     above = scores > threshold

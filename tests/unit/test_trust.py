@@ -1,0 +1,119 @@
+"""The robust first opinion in charge: fences, the memory's leave-one-out opinion, the gate in the trainer,
+per-patch and per-image loss weights, on real tiles with painted defects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from comet_studio.core import AnomalyModel, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+from comet_studio.core.config import SimpleNetConfig, TrustConfig
+from comet_studio.core.data import scan_folder
+from comet_studio.core.detectors import SimpleNetHead
+from comet_studio.core.training.opinion import memory_opinion
+from comet_studio.core.training.presets import STRATEGIES, strategy_config
+from comet_studio.core.training.weighting import robust_fence
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def planted(planted_folder):
+    root, planted_paths = planted_folder
+    paths = scan_folder(root).paths
+    model = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train=TrainConfig(device="cpu"))
+    return paths, model.extract(paths), np.array([p in planted_paths for p in paths])
+
+
+def test_the_lower_half_fence_holds_at_40_percent_contamination():
+    rng = np.random.default_rng(0)
+    good, bad = rng.normal(0, 1, 60), rng.normal(6, 1, 40)  # 40% outliers, well separated
+    scores = np.concatenate([good, bad])
+    fences = {rule: robust_fence(scores, rule, k)[0] for rule, k in (("tukey", 1.5), ("lower", 3), ("mad", 3))}
+    flagged = {rule: (scores[60:] > fence).mean() for rule, fence in fences.items()}
+    assert flagged["lower"] >= 0.95  # the lower half is all good: the fence stays below the outliers
+    assert flagged["tukey"] < 0.5  # Q3 sits among the outliers and the fence rises over them
+    assert (scores[:60] > fences["lower"]).mean() <= 0.1
+    with pytest.raises(ValueError, match="fence rule"):
+        robust_fence(scores, "median")  # type: ignore[arg-type]
+
+
+def test_the_opinion_puts_the_painted_defects_out_and_distrusts_their_patches(planted):
+    _, features, mask = planted
+    config = TrustConfig(fence="lower", k=3, patch_fence="lower", patch_k=3)
+    seen = []
+    opinion = memory_opinion(features, config, seed=0, progress=lambda done, total: seen.append((done, total)))
+    assert opinion.patch_scores.shape == (len(features), *[s // 2 for s in features.shape[2:]])
+    assert seen[-1] == (len(features), len(features))
+    out = opinion.excluded(config)
+    assert out[mask].all() and out[~mask].mean() <= 0.15  # 27 images: a coarse fence
+    weights = opinion.patch_weights(config, tuple(features.shape[2:]), keep=~out)
+    assert weights.shape == (len(features), *features.shape[2:])
+    assert set(weights.unique().tolist()) <= {0.0, 1.0}
+    # The painted blob and scratch cover ~10% of an image: their patches, not the good ones, lose weight.
+    assert (1 - weights[mask].mean()) > 3 * (1 - weights[~mask].mean())
+
+
+def test_a_zero_weight_patch_teaches_the_head_nothing(planted):
+    _, features, _ = planted
+    torch.manual_seed(0)
+    head = SimpleNetHead(features.shape[1], SimpleNetConfig(train_patches=0))
+    head.fit_statistics(features)
+    batch = features[:2].float()
+    weights = torch.ones(2, *features.shape[2:])
+    weights[1] = 0  # the second image: every patch distrusted
+    loss = head.per_sample_loss(batch, torch.Generator().manual_seed(0), patch_weights=weights)
+    assert loss[1] == 0 and loss[0] > 0
+    loss.sum().backward()
+    grads = [p.grad.clone() for p in head.trainable_parameters()]
+    head.zero_grad()
+    head.per_sample_loss(batch[:1], torch.Generator().manual_seed(0), patch_weights=weights[:1]).sum().backward()
+    for full, alone in zip(grads, (p.grad for p in head.trainable_parameters()), strict=True):
+        torch.testing.assert_close(full, alone)  # the distrusted image added no gradient at all
+
+
+def test_default_training_gates_the_planted_images_out(planted):
+    paths, features, mask = planted
+    train = TrainConfig(rounds=2, steps_per_round=4, device="cpu", trust=TrustConfig(fence="lower", k=3))
+    stages = []
+    model = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train=train).fit(
+        paths, features=features, progress=lambda stage, done, total: stages.append(stage),
+        callback=lambda event: None)
+    result = model.result_
+    assert "trust" in stages  # the leave-one-out pass reports progress
+    assert (result.weights[mask] == 0).all() and result.rejected[mask].all()
+    assert np.median(result.weights[~mask]) == 1.0
+    assert model.opinion_ is not None and model.opinion_.excluded(train.trust)[mask].all()
+    # The decision threshold is read from the images that stayed in: the planted ones score above it.
+    assert (result.scores[mask] > result.threshold).all()
+
+
+def test_a_good_override_brings_an_image_back(planted):
+    paths, features, mask = planted
+    first = int(np.flatnonzero(mask)[0])
+    train = TrainConfig(rounds=1, steps_per_round=2, device="cpu", trust=TrustConfig(fence="lower", k=3))
+    result = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train=train).fit(
+        paths, features=features, overrides={first: "good"}).result_
+    assert result.weights[first] == 1.0 and not result.rejected[first]
+    assert (result.weights[mask & (np.arange(len(mask)) != first)] == 0).all()
+
+
+def test_the_memory_detector_leaves_the_gated_images_out_of_its_memory(planted):
+    paths, features, mask = planted
+    train = TrainConfig(device="cpu", trust=TrustConfig(fence="lower", k=3))
+    model = AnomalyModel(ModelConfig(detector="memory", backbone=BackboneConfig(image_size=SIZE)), train=train)
+    result = model.fit(paths, features=features).result_
+    owners = set(model.inference_.head.owner.unique().tolist())
+    assert owners.isdisjoint(np.flatnonzero(mask).tolist())
+    assert (result.weights[mask] == 0).all()
+
+
+def test_strategies_are_defined_once():
+    assert strategy_config("trust").prior == "memory" and strategy_config("trust").comet == CoMetConfig()
+    assert strategy_config("baseline").prior == "none" and not strategy_config("baseline").comet.weighting
+    assert strategy_config("comet").comet.loss_weights is False  # the earlier default, kept reproducible
+    assert strategy_config("comet+prior").trust.mode == "blend"
+    assert TrainConfig().prior == "memory" and set(STRATEGIES) >= {"trust", "baseline", "refine", "comet"}
+    with pytest.raises(ValueError, match="unknown strategy"):
+        strategy_config("magic")
