@@ -66,7 +66,7 @@ def add_bench_parser(sub) -> None:
                    help="contamination ratios: planted anomalies / clean training images")
     p.add_argument("--methods", type=_list(str, "--methods"), default=("baseline", "comet", "trust"),
                    help="comma-separated strategies (core/training/presets.py): trust (the default), "
-                        "trust-nopatch, baseline, refine, comet (the earlier default), comet+prior")
+                        "trust+patch, baseline, refine, comet (the earlier default), comet+prior")
     p.add_argument("--models", type=_list(str, "--models"), default=("simplenet",),
                    help="comma-separated: simplenet, flow, memory, patchcore")
     p.add_argument("--seeds", type=_list(int, "--seeds"), default=(0,))

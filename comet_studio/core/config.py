@@ -258,7 +258,7 @@ class TrustConfig:
     pool: int = 2
     fence: Literal["tukey", "mad", "lower"] = "lower"
     k: float = 3.0
-    patch_weights: bool = True
+    patch_weights: bool = False
     patch_fence: Literal["tukey", "mad", "lower"] = "lower"
     patch_k: float = 3.0
     comeback_z: float = -0.5

@@ -20,6 +20,7 @@ from comet_studio.core.bench.runner import read_results
 ROOT = Path(__file__).resolve().parents[2]
 MT = ROOT / "docs/results/cpu_bench_magnetic_tile/results.csv"
 COOKIES = ROOT / "docs/results/cpu_bench_cookies/results.csv"
+ELPV = ROOT / "docs/results/cpu_bench_elpv/results.csv"
 
 # (heading line, results.csv, protocol, metric), in the order the headings appear in README.md.
 TABLES = [
@@ -36,13 +37,20 @@ TABLES = [
      "image_auroc"),
     ("AUPRO, `overlap`:", COOKIES, "overlap", "aupro"),
     ("Pixel AUROC, `overlap`:", COOKIES, "overlap", "pixel_auroc"),
+    ("**ELPV solar cells** (mono; 200 functional training cells; image labels only), image AUROC, `overlap`:", ELPV,
+     "overlap", "image_auroc"),
+    ("ELPV, share of the planted cells among the lowest-weight training images, `overlap`:", ELPV, "overlap",
+     "planted_in_lowest"),
+    ("ELPV, precision of the pass/fail verdict at the run's own threshold (set from training scores only), "
+     "`overlap`:", ELPV, "overlap", "verdict_precision"),
+    ("ELPV, recall of that verdict, `overlap`:", ELPV, "overlap", "verdict_recall"),
 ]
 
 ROWS = [  # (model, method, label): the README's row order
     ("patchcore", "baseline", "PatchCore (greedy coreset 10%)"),
     ("memory", "baseline", "memory ensemble (8 x random 10%)"),
     *[(model, method, f"{model}, plain" if method == "baseline" else f"{model} + {method}")
-      for model in ("simplenet", "flow") for method in ("baseline", "refine", "comet", "comet+prior")],
+      for model in ("simplenet", "flow") for method in ("baseline", "refine", "comet", "comet+prior", "trust")],
 ]
 
 

@@ -40,7 +40,10 @@ def test_runs_are_listed(client, trained):
 def test_weights_can_be_read(client, trained, studio):
     rows = client.predict(trained["run_id"], api_name="/run_samples")
     assert sorted(r["image"] for r in rows) == sorted(str(p) for p in studio.folder.iterdir())
-    assert all(0.0 < r["weight"] <= 1.0 for r in rows)
+    assert all(0.0 <= r["weight"] <= 1.0 for r in rows)
+    # Weight 0 only for images the robust first opinion (or an override) put out, and they say so.
+    assert all(r["weight"] > 0 or r["rejected"] for r in rows)
+    assert sum(r["weight"] == 1.0 for r in rows) > len(rows) // 2
     assert all(isinstance(r["score"], float) for r in rows)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from comet_studio.core.data import scan_folder
@@ -46,3 +47,30 @@ def test_bad_arguments(tmp_path):
         build_elpv_demo(tmp_path, cell_type="thin-film")
     with pytest.raises(ValueError, match="only"):
         build_elpv_demo(tmp_path, n_defective=100_000)
+
+
+def test_elpv_bench_category_is_an_mvtec_layout_with_disjoint_splits(tmp_path):
+    from comet_studio.core.data import load_mvtec
+    from comet_studio.core.data.elpv import build_elpv_category
+
+    root = build_elpv_category(tmp_path / "elpv", n_train=12, n_test_good=5, n_test_defective=4, seed=1)
+    data = load_mvtec(root)
+    assert len(data.train) == 12 and sum(i.label for i in data.test) == 4 and len(data.test) == 9
+    names = [Path(p).name for p in data.train] + [Path(i.path).name for i in data.test]
+    assert len(set(names)) == len(names)  # no cell in two splits
+    assert all(i.mask is None for i in data.test)  # image labels only
+    stamp = (root / "train" / "good" / Path(data.train[0]).name).stat().st_mtime_ns
+    again = build_elpv_category(tmp_path / "elpv", n_train=12, n_test_good=5, n_test_defective=4, seed=1)
+    assert again == root and (root / "train" / "good" / Path(data.train[0]).name).stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="defective"):
+        build_elpv_category(tmp_path / "big", n_test_defective=100_000)
+
+
+def test_hidden_defects_found_counts_the_least_trusted():
+    from comet_studio.core.data.demo import hidden_defects_found
+
+    paths = ["a", "b", "c", "d", "e"]
+    weights = np.array([1.0, 0.0, 1.0, 0.0, 0.5])
+    scores = np.array([9.0, 1.0, 0.0, 2.0, 5.0])
+    assert hidden_defects_found(paths, weights, scores, ["b", "d"]) == (2, 2)
+    assert hidden_defects_found(paths, weights, scores, ["a", "d"]) == (1, 2)

@@ -114,6 +114,7 @@ def test_strategies_are_defined_once():
     assert strategy_config("baseline").prior == "none" and not strategy_config("baseline").comet.weighting
     assert strategy_config("comet").comet.loss_weights is False  # the earlier default, kept reproducible
     assert strategy_config("comet+prior").trust.mode == "blend"
+    assert strategy_config("trust+patch").trust.patch_weights and not TrainConfig().trust.patch_weights
     assert TrainConfig().prior == "memory" and set(STRATEGIES) >= {"trust", "baseline", "refine", "comet"}
     with pytest.raises(ValueError, match="unknown strategy"):
         strategy_config("magic")

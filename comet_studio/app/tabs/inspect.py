@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ...core.config import ModelConfig, TrainConfig, config_from_dict
+from ...core.data.demo import hidden_defects_found, read_demo_folder
 from ...core.data.images import read_image
 from ...core.run import read_overrides, read_samples, write_overrides
 from ...core.visualize import overlay_heatmap
@@ -120,10 +121,25 @@ def _caption(row: dict[str, Any]) -> str:
 def _summary(rows: list[dict[str, Any]], run_id: str, threshold: float) -> str:
     weights = np.array([r["weight"] for r in rows])
     n_override = sum(bool(r["override"]) for r in rows)
-    return (f"Run `{run_id}`: **{len(rows)} training images** · IQR threshold {threshold:.4g} · "
+    text = (f"Run `{run_id}`: **{len(rows)} training images** · IQR threshold {threshold:.4g} · "
             f"**{int((weights < 1).sum())}** down-weighted · {sum(r['rejected'] for r in rows)} rejected · "
             f"**{n_override}** overrides (saved; the next training with *Retrain* or *Apply the overrides "
             f"of run* honours them)")
+    return text + _answer_key_line(rows)
+
+
+def _answer_key_line(rows: list[dict[str, Any]]) -> str:
+    """On the demo folder (its answer key lies beside it): how many hidden defective cells the run found."""
+    if not rows:
+        return ""
+    demo = read_demo_folder(Path(rows[0]["path"]).parent)
+    if demo is None or not demo.defective:
+        return ""
+    paths = [r["path"] for r in rows]
+    found, hidden = hidden_defects_found(paths, np.array([r["weight"] for r in rows]),
+                                         np.array([r["score"] for r in rows]), demo.defective)
+    return (f"\n\n**Demo answer key:** {found} of the {hidden} hidden defective cells are among the {hidden} "
+            f"least-trusted images (lowest weight first). The key lies beside the folder; training never saw it.")
 
 
 @dataclass

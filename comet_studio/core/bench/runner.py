@@ -47,8 +47,10 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 KEY_COLUMNS = ("category", "model", "method", "noise", "seed", "protocol")
-METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "planted_in_lowest", "planted_auroc",
-                  "rejection_precision", "rejection_recall", "fit_seconds")
+METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "verdict_precision", "verdict_recall",
+                  "planted_in_lowest", "planted_auroc", "rejection_precision", "rejection_recall", "fit_seconds")
+# Metrics added after the first results.csv files were written: read back as NaN from older rows.
+LATER_COLUMNS = ("verdict_precision", "verdict_recall")
 COUNT_COLUMNS = ("n_train", "n_planted", "n_test")
 COLUMNS = KEY_COLUMNS + METRIC_COLUMNS + COUNT_COLUMNS + ("error", "finished")
 
@@ -77,6 +79,8 @@ def read_results(path: str | Path) -> list[dict]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
+        for column in LATER_COLUMNS:
+            row.setdefault(column, "")
         missing = [c for c in COLUMNS if c not in row]
         if missing:
             raise ValueError(f"{path} lacks columns {missing}: it was written by another tool or version; "
@@ -157,7 +161,8 @@ def run_cell(cell: Cell, dataset: LabelledSet, store: FeatureStore, config: Benc
         row["fit_seconds"] = time.perf_counter() - start
         metrics = evaluate_model(model, data.test, features=store.take([i.path for i in data.test]))
         row.update(image_auroc=metrics["image_auroc"], pixel_auroc=metrics["pixel_auroc"], aupro=metrics["aupro"],
-                   f1_max=metrics["image_f1_max"])
+                   f1_max=metrics["image_f1_max"], verdict_precision=metrics["verdict_precision"],
+                   verdict_recall=metrics["verdict_recall"])
         row.update({k: v for k, v in _rejection(data, model).items() if k in METRIC_COLUMNS})
         record["best_round"] = model.result_.best_round
     except Exception as error:  # noqa: BLE001 - one broken cell must not stop the grid

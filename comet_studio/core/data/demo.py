@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DemoFolder", "ELPV_LICENSE", "build_elpv_demo", "elpv_data_dir", "elpv_labels"]
+__all__ = ["DemoFolder", "ELPV_LICENSE", "build_elpv_demo", "elpv_data_dir", "elpv_labels", "read_demo_folder",
+           "hidden_defects_found"]
 
 ELPV_LICENSE = "CC BY-NC-SA 4.0 (ELPV dataset, Deitsch et al.)"
 _KEY = "answer_key.csv"
@@ -73,6 +74,21 @@ def _read_key(root: Path) -> DemoFolder | None:
         return None
     defective = tuple(str(root / row["file"]) for row in rows if row["defective"] == "1")
     return DemoFolder(root=root, paths=paths, defective=defective)
+
+
+def read_demo_folder(root: str | Path) -> DemoFolder | None:
+    """The demo folder at ``root`` with its answer key (written beside it), or None for any other folder."""
+    return _read_key(Path(root))
+
+
+def hidden_defects_found(paths: list[str], weights: np.ndarray, scores: np.ndarray,
+                         defective: tuple[str, ...] | list[str]) -> tuple[int, int]:
+    """(found, hidden): how many of the ``defective`` paths are among the ``len(defective)`` least-trusted
+    training images (lowest weight first, ties broken by the higher score)."""
+    hidden = set(map(str, defective))
+    order = np.lexsort((-np.asarray(scores, dtype=float), np.asarray(weights, dtype=float)))
+    lowest = {str(paths[i]) for i in order[:len(hidden)]}
+    return len(lowest & hidden), len(hidden)
 
 
 def build_elpv_demo(out_dir: str | Path, *, n_good: int = 60, n_defective: int = 6, cell_type: str = "mono",

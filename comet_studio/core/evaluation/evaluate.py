@@ -10,7 +10,15 @@ from ..data.images import read_mask
 from ..data.mvtec import LabelledImage
 from .metrics import aupro, f1_max, image_auroc, pixel_auroc
 
-__all__ = ["evaluate_model"]
+__all__ = ["evaluate_model", "verdict_quality"]
+
+
+def verdict_quality(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Precision and recall of the "defective" verdict (NaN when nothing was flagged / nothing is defective)."""
+    labels, predicted = np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool)
+    hits = float((labels & predicted).sum())
+    return {"verdict_precision": hits / predicted.sum() if predicted.any() else float("nan"),
+            "verdict_recall": hits / labels.sum() if labels.any() else float("nan")}
 
 
 def _masks(items: Sequence[LabelledImage], size: int) -> np.ndarray:
@@ -36,6 +44,8 @@ def evaluate_model(model, items: Sequence[LabelledImage], *, features=None,
         "image_f1_max": f1_max(labels, prediction.scores),
         "pixel_auroc": pixel_auroc(masks, prediction.maps) if has_masks else float("nan"),
         "aupro": aupro(masks, prediction.maps) if has_masks else float("nan"),
+        # The verdict an engineer acts on: pass/fail at the model's own threshold (set from training scores).
+        **verdict_quality(labels, prediction.labels),
         "n_test": int(len(items)),
         "n_anomalous": int(labels.sum()),
     }

@@ -14,7 +14,7 @@ DEFAULT_STRATEGY = "trust"
 # robust first opinion took charge (kept to reproduce earlier tables): image weights only set sampling.
 STRATEGIES: dict[str, tuple[CoMetConfig, str, TrustConfig]] = {
     "trust": (CoMetConfig(), "memory", TrustConfig()),
-    "trust-nopatch": (CoMetConfig(), "memory", TrustConfig(patch_weights=False)),
+    "trust+patch": (CoMetConfig(), "memory", TrustConfig(patch_weights=True)),
     "baseline": (CoMetConfig.baseline(), "none", TrustConfig()),
     "refine": (CoMetConfig.refinement(), "none", TrustConfig()),
     "comet": (CoMetConfig(loss_weights=False), "none", TrustConfig()),
