@@ -152,7 +152,8 @@ def test_loading_a_memory_of_another_width_fails_clearly():
 def test_training_free_fit_scores_training_images_leave_one_out(planted, comet):
     paths, features, mask = planted
     config = ModelConfig(detector="memory", backbone=BackboneConfig(image_size=SIZE))
-    model = AnomalyModel(config, train=TrainConfig(comet=comet, device="cpu"))
+    # The memory's own refinement loop, without the first opinion (tests/unit/test_trust.py covers that).
+    model = AnomalyModel(config, train=TrainConfig(comet=comet, device="cpu", prior="none"))
     result = model.fit(paths, features=features).result_
     assert result.history
     # The planted defects score highest (they share one painted pattern, so each still finds its twins).
@@ -177,7 +178,7 @@ def test_excluded_images_stay_out_of_the_memory(planted):
     excluded = {int(i): "exclude" for i in np.flatnonzero(mask)}
     config = ModelConfig(detector="memory", backbone=BackboneConfig(image_size=SIZE),
                          memory=MemoryConfig(n_memories=4))
-    model = AnomalyModel(config, train=TrainConfig(device="cpu"))
+    model = AnomalyModel(config, train=TrainConfig(device="cpu", prior="none"))  # only the overrides exclude
     result = model.fit(paths, features=features, overrides=excluded).result_
     n, _, h, w = features.shape
     assert model.inference_.head.memory.shape[1] == math.ceil(0.1 * (n - len(excluded)) * h * w)
