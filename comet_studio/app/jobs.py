@@ -35,6 +35,7 @@ class Job:
     kind: str
     label: str
     run_dir: Path | None
+    owner: str | None = None  # the logged-in user who started it (None without logins)
     stop: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.time)
     status: JobStatus = "running"
@@ -120,10 +121,11 @@ class JobRegistry:
         self._cache_size = cache_size
 
     # -- jobs --------------------------------------------------------------------------------------------
-    def start(self, kind: str, label: str, target: Callable[[Job], Any], *, run_dir: Path | None = None) -> Job:
+    def start(self, kind: str, label: str, target: Callable[[Job], Any], *, run_dir: Path | None = None,
+              owner: str | None = None) -> Job:
         """Run ``target(job)`` in a new thread. Its return value becomes ``job.result``; ``StopRequested``
         or a set stop event marks the job stopped; any other exception marks it failed, with the message."""
-        job = Job(id=uuid.uuid4().hex[:12], kind=kind, label=label, run_dir=run_dir)
+        job = Job(id=uuid.uuid4().hex[:12], kind=kind, label=label, run_dir=run_dir, owner=owner)
         thread = threading.Thread(target=self._run, args=(job, target), name=f"comet-{kind}-{job.id}", daemon=True)
         with self._lock:
             self._jobs[job.id] = job

@@ -1,8 +1,10 @@
 """Where the app may read and write: typed user paths, run ids, uploads. Every path check lives here.
 
-The app serves files only from ``--runs-dir`` (thumbnails, heatmaps and exports are written there) and the
-Gradio temp folder. Paths typed by the user name folders on this machine to read images from; ``..``
-components are refused so a path means what it says.
+The app serves files only from the runs folder's cache (thumbnails, heatmaps and exports are written there)
+and the Gradio temp folder. Paths typed by the user name folders to read images from: ``..`` components are
+refused so a path means what it says, and the path, symlinks resolved, must lie under a data root
+(``--data-root``; on loopback the home and current folders by default). ``/proc``, ``/sys`` and ``/dev``
+are never read.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import secrets
 import shutil
 import time
 import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.data.folder import system_folder
 from ..core.data.images import is_image_name
 
-__all__ = ["PathError", "user_path", "is_within", "new_run_id", "resolve_run", "run_ids", "save_uploads",
-           "MAX_UPLOAD_BYTES"]
+__all__ = ["PathError", "DataRoots", "user_path", "is_within", "new_run_id", "resolve_run", "run_ids",
+           "save_uploads", "MAX_UPLOAD_BYTES"]
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 MAX_UPLOAD_BYTES = 2 * 1024**3  # unpacked size of one upload (zip bombs stop here)
@@ -28,16 +33,50 @@ class PathError(ValueError):
     """A path or run id the app refuses, with the reason."""
 
 
-def user_path(text: str, *, kind: str = "folder") -> Path:
-    """A path typed by the user: quotes and spaces trimmed, ``~`` expanded, ``..`` refused; must exist
-    and be a folder (``kind="folder"``) or either (``kind="any"``)."""
+@dataclass(frozen=True)
+class DataRoots:
+    """The folders a client may name, symlinks resolved. Empty: uploads only."""
+
+    roots: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, folders: Iterable[str | Path]) -> DataRoots:
+        resolved = list(dict.fromkeys(Path(f).expanduser().resolve() for f in folders if str(f)))
+        # A root inside another adds nothing; listing it would only lengthen every refusal.
+        return cls(tuple(r for r in resolved if not any(r != o and r.is_relative_to(o) for o in resolved)))
+
+    def describe(self) -> str:
+        return ", ".join(str(r) for r in self.roots) if self.roots else "none (uploads only)"
+
+    def check(self, path: Path, shown: str) -> Path:
+        """``path`` with symlinks resolved, when it lies under a root; else ``PathError`` naming the roots.
+        Checked before the path is looked at, so a refusal says nothing about what exists outside."""
+        real = path.resolve()
+        system = system_folder(real)
+        if system is not None:
+            raise PathError(f"{shown!r} lies in the system folder {system}, which is never read; "
+                            f"data roots: {self.describe()}")
+        if not any(real.is_relative_to(root) for root in self.roots):
+            where = "a symbolic link out of the data roots" if real != path else "outside the data roots"
+            raise PathError(f"{shown!r} is {where}; folders must lie under a data root: {self.describe()} "
+                            f"(the studio's --data-root option opens more)")
+        return real
+
+
+def user_path(text: str, *, kind: str = "folder", roots: DataRoots | None = None) -> Path:
+    """A path typed by the user: quotes and spaces trimmed, ``~`` expanded, ``..`` refused, under one of
+    ``roots`` when given (symlinks resolved: the resolved path is returned); must exist and be a folder
+    (``kind="folder"``) or either (``kind="any"``)."""
     cleaned = (text or "").strip().strip("'\"").strip()
     if not cleaned:
         raise PathError(f"no {kind} given: type the path of a folder of images on this machine")
     path = Path(cleaned).expanduser()
     if ".." in path.parts:
-        raise PathError(f"{cleaned!r}: paths with '..' are refused; give the folder's full path")
+        where = f" under a data root ({roots.describe()})" if roots is not None else ""
+        raise PathError(f"{cleaned!r}: paths with '..' are refused; give the folder's full path{where}")
     path = path.absolute()
+    if roots is not None:
+        path = roots.check(path, cleaned)
     if not path.exists():
         raise PathError(f"{path} does not exist")
     if kind == "folder" and not path.is_dir():

@@ -9,20 +9,22 @@ from typing import Any
 
 import gradio as gr
 
-from .context import AppContext
+from ..core.data.folder import ScanStopped
+from .context import AppContext, user_of
 
-__all__ = ["run_dropdown", "refreshed_runs", "user_errors"]
+__all__ = ["run_dropdown", "refreshed_runs", "run_refresher", "user_errors"]
 
 logger = logging.getLogger(__name__)
 
 # Errors whose message is meant for the user (bad path, unknown run, too few images, ...).
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, KeyError, RuntimeError)
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, KeyError, RuntimeError, ScanStopped)
 
 
 def run_dropdown(ctx: AppContext, label: str, elem_id: str, *, optional: bool = False) -> gr.Dropdown:
     """A run picker. Custom values are allowed so API clients can name runs created after the page was
-    built; every handler validates the id with ``paths.resolve_run``."""
-    choices = ctx.run_choices()
+    built; every handler validates the id with ``ctx.run_dir``. With logins the page is built empty (it is
+    the same for every user) and each user's runs arrive on page load (``refreshed_runs``)."""
+    choices = ctx.run_choices(None)
     if optional:
         choices = [("(none)", "")] + choices
     value = choices[0][1] if choices else None
@@ -30,14 +32,25 @@ def run_dropdown(ctx: AppContext, label: str, elem_id: str, *, optional: bool = 
                        interactive=True)
 
 
-def refreshed_runs(ctx: AppContext, current: str | None, *, optional: bool = False) -> gr.Dropdown:
-    """The run picker with today's runs; keeps the current choice when it still exists, else the newest."""
-    choices = ctx.run_choices()
+def refreshed_runs(ctx: AppContext, current: str | None, *, optional: bool = False,
+                   request: gr.Request | None = None) -> gr.Dropdown:
+    """The run picker with the runs this user may see; keeps the current choice when it still exists,
+    else the newest."""
+    choices = ctx.run_choices(user_of(request))
     if optional:
         choices = [("(none)", "")] + choices
     ids = [value for _, value in choices]
     value = current if current in ids else (ids[0] if ids else None)
     return gr.Dropdown(choices=choices, value=value)
+
+
+def run_refresher(ctx: AppContext, *, optional: bool = False) -> Callable[..., gr.Dropdown]:
+    """An event handler ``(current, request) -> refreshed dropdown`` (a tab select, a page load)."""
+
+    def refresh(current: str | None, request: gr.Request):
+        return refreshed_runs(ctx, current, optional=optional, request=request)
+
+    return refresh
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

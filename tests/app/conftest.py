@@ -1,4 +1,6 @@
-"""A launched studio on 127.0.0.1 (free port) with a tiny real folder, shared by the app tests."""
+"""A launched studio on 127.0.0.1 (free port) with a tiny real folder, shared by the app tests. Its data roots
+are a "data" folder holding that folder, the tiny MVTec category and the magnetic-tile data: nothing else of
+the machine (the temp folders beside them included) is readable through it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, good_tiles
+from tests.conftest import MAGNETIC, TINY, good_tiles
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class Studio:
     url: str
     runs_dir: Path
     folder: Path
+    data_root: Path
 
 
 def _free_port() -> int:
@@ -28,17 +31,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def studio(tmp_path_factory) -> Iterator[Studio]:
+def studio(tmp_path_factory, tiny_mvtec) -> Iterator[Studio]:
     from comet_studio.app import build_app, launch_options
 
-    folder = tmp_path_factory.mktemp("tiles")
+    data_root = tmp_path_factory.mktemp("data")
+    folder = data_root / "tiles"
+    folder.mkdir()
     for p in good_tiles(12):
         shutil.copy(p, folder / p.name)
     runs_dir = tmp_path_factory.mktemp("runs")
-    app = build_app(runs_dir, default_folder=str(folder))
+    app = build_app(runs_dir, default_folder=str(folder), data_roots=[data_root, tiny_mvtec, MAGNETIC])
     _, url, _ = app.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
                            quiet=True, **launch_options(runs_dir))
-    yield Studio(url=url, runs_dir=runs_dir, folder=folder)
+    yield Studio(url=url, runs_dir=runs_dir, folder=folder, data_root=data_root)
     app.close()
 
 

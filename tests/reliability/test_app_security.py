@@ -1,5 +1,5 @@
 """The studio as a plant would run it: bound to this machine unless asked, a password when shared, no file
-outside the chosen folders and the runs folder readable through any endpoint, uploads capped, and four
+outside the data roots and the runs folder readable through any endpoint, uploads capped, and four
 clients training and predicting at once, each in its own run folder."""
 
 from __future__ import annotations
@@ -56,10 +56,16 @@ def test_launch_defaults_to_this_machine_only(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="launch"):
         launch.main(["--host", "0.0.0.0"])
     assert "without a password" in caplog.text
+    assert "without --data-root" in caplog.text and calls[-1]["data_roots"] is None  # uploads only
     launch.main(["--host", "0.0.0.0", "--share-auth", "inspector:pw"])
-    assert (calls[-1]["host"], calls[-1]["auth"]) == ("0.0.0.0", ("inspector", "pw"))
-    with pytest.raises(SystemExit):
-        launch.main(["--share-auth", "no-colon"])
+    assert (calls[-1]["host"], calls[-1]["auth"]) == ("0.0.0.0", [("inspector", "pw")])
+    launch.main(["--share-auth", "a:1", "--share-auth", "b:2", "--admin", "b", "--data-root", str(Path.cwd())])
+    assert (calls[-1]["auth"], calls[-1]["admins"], calls[-1]["data_roots"]) == \
+        ([("a", "1"), ("b", "2")], ["b"], [str(Path.cwd())])
+    for bad in (["--share-auth", "no-colon"], ["--share-auth", "a:1", "--admin", "b"],
+                ["--data-root", "/no/such/folder"], ["--share-auth", "a:1", "--share-auth", "a:2"]):
+        with pytest.raises(SystemExit):
+            launch.main(bad)
 
 
 def test_launch_app_listens_on_loopback_only(monkeypatch, tmp_path):
@@ -155,7 +161,8 @@ def _escapes(studio, secret: Path) -> tuple[list[str], list[str]]:
 
 def test_no_endpoint_reads_outside_the_chosen_folders(client, studio, secret, run_id):
     """Every endpoint that takes a path, a run id or a job id, given each escape: a specific refusal and
-    never the secret. A folder typed on purpose is a chosen folder; only its images are ever read."""
+    never the secret. A folder outside the data roots is refused even when typed on purpose; in a folder
+    under a data root only its images are ever read."""
     dotdot, absolute = _escapes(studio, secret)
     attempts = []
     for bad in dotdot + absolute:
@@ -174,10 +181,9 @@ def test_no_endpoint_reads_outside_the_chosen_folders(client, studio, secret, ru
     for bad in dotdot:
         attempts += [("/start_training", (bad,), {"image_size": TINY}, "paths with '..' are refused"),
                      ("/predict", (run_id, [], bad, 0.5), {}, "paths with '..' are refused")]
-    for bad in absolute[1:]:  # files, not folders
-        attempts.append(("/start_training", (bad,), {"image_size": TINY}, "is a file"))
-    for bad in (str(secret / "recipe.txt"), "/etc/passwd"):
-        attempts.append(("/predict", (run_id, [], bad, 0.5), {}, "no images"))
+    for bad in absolute:
+        attempts += [("/start_training", (bad,), {"image_size": TINY}, "outside the data roots"),
+                     ("/predict", (run_id, [], bad, 0.5), {}, "outside the data roots")]
     for api_name, args, kwargs, expected in attempts:
         with pytest.raises(AppError, match=expected) as refused:
             client.predict(*args, api_name=api_name, **kwargs)
@@ -186,8 +192,10 @@ def test_no_endpoint_reads_outside_the_chosen_folders(client, studio, secret, ru
         response = httpx.get(f"{studio.url.rstrip('/')}/gradio_api/file={quote(bad)}", timeout=10)
         assert response.status_code in (400, 403, 404) and SECRET not in response.text, bad
     print(f"{len(attempts) + len(dotdot + absolute)} escape attempts refused")
-    # A folder typed on purpose: its image is scored, the text file beside it is never read.
-    _, gallery, summary, table, _ = client.predict(run_id, [], str(secret), 0.5, api_name="/predict")
+    # A folder under a data root: its image is scored, the text file beside it is never read.
+    chosen = studio.data_root / "chosen"
+    shutil.copytree(secret, chosen, dirs_exist_ok=True)
+    _, gallery, summary, table, _ = client.predict(run_id, [], str(chosen), 0.5, api_name="/predict")
     assert [row[0] for row in table["data"]] == ["private.jpg"] and SECRET not in json.dumps(table)
     assert "1 non-image files skipped" in summary
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,8 @@ from pathlib import Path
 import gradio as gr
 
 from ...core.run import read_overrides
-from ..context import AppContext
-from ..paths import resolve_run
-from ..widgets import refreshed_runs, run_dropdown, user_errors
+from ..context import AppContext, user_of
+from ..widgets import run_dropdown, run_refresher, user_errors
 
 __all__ = ["ExportUI", "EXPORTED", "export_run", "create_ui", "bind_events"]
 
@@ -48,14 +48,15 @@ def _samples_with_overrides(run_dir: Path) -> str:
     return buffer.getvalue()
 
 
-def export_run(ctx: AppContext, run_id: str) -> Path:
-    """Write ``<cache>/exports/comet-run-<id>.zip`` and return its path."""
-    run_dir = resolve_run(ctx.runs_dir, run_id)
+def export_run(ctx: AppContext, run_id: str, user: str | None = None) -> Path:
+    """Write ``<cache>/exports/<random>/comet-run-<id>.zip`` and return its path (the random folder: a
+    served file's address cannot be guessed from a run id)."""
+    run_dir = ctx.run_dir(run_id, user)
     missing = [name for name in ("model/model.safetensors", "samples.csv") if not (run_dir / name).exists()]
     if missing:
         raise FileNotFoundError(f"run {run_id} is incomplete (missing {', '.join(missing)}); it may still be "
                                 f"training or it failed")
-    target = ctx.cache_dir / "exports" / f"comet-run-{run_id}.zip"
+    target = ctx.cache_dir / "exports" / secrets.token_hex(8) / f"comet-run-{run_id}.zip"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -94,14 +95,14 @@ def bind_events(ctx: AppContext) -> None:
     ui = ctx.export
 
     @user_errors
-    def on_build(run_id: str):
+    def on_build(run_id: str, request: gr.Request):
         if not run_id:
             raise gr.Error("no run to export yet")
-        path = export_run(ctx, run_id)
+        path = export_run(ctx, run_id, user_of(request))
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
         listing = "\n".join(f"- `{name}`" for name in names)
         return str(path), f"{path.stat().st_size / 1024:.0f} KiB:\n{listing}"
 
     ui.build.click(on_build, ui.run, [ui.file, ui.summary], api_name="export_run")
-    ui.tab.select(lambda current: refreshed_runs(ctx, current), ui.run, ui.run, api_visibility="private")
+    ui.tab.select(run_refresher(ctx), ui.run, ui.run, api_visibility="private")

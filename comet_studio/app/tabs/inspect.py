@@ -23,12 +23,12 @@ from ...core.data.images import read_image
 from ...core.run import read_overrides, read_samples, write_overrides
 from ...core.visualize import overlay_heatmap
 from ...viz.weights import score_distribution
-from ..context import AppContext
+from ..context import AppContext, user_of
 from ..jobs import Job
 from ..media import preview, save_image
-from ..paths import PathError, resolve_run
+from ..paths import PathError
 from ..runs import read_run, run_model
-from ..widgets import refreshed_runs, run_dropdown, user_errors
+from ..widgets import run_dropdown, run_refresher, user_errors
 from .train import start_training
 
 __all__ = ["InspectUI", "sample_rows", "select_rows", "set_override", "sample_view", "retrain",
@@ -40,9 +40,9 @@ CHOICES = {"auto (CoMet weight)": "auto", "force good (weight 1)": "good", "excl
 MAX_SHOWN = 150
 
 
-def sample_rows(ctx: AppContext, run_id: str) -> list[dict[str, Any]]:
+def sample_rows(ctx: AppContext, run_id: str, user: str | None = None) -> list[dict[str, Any]]:
     """samples.csv of a run with the current overrides (overrides.json may be newer than samples.csv)."""
-    run_dir = resolve_run(ctx.runs_dir, run_id)
+    run_dir = ctx.run_dir(run_id, user)
     overrides = read_overrides(run_dir)
     rows = read_samples(run_dir)
     for row in rows:
@@ -71,11 +71,11 @@ def _training_paths(run_dir: Path) -> set[str]:
     return {row["path"] for row in read_samples(run_dir)}
 
 
-def set_override(ctx: AppContext, run_id: str, path: str, choice: str) -> dict[str, str]:
+def set_override(ctx: AppContext, run_id: str, path: str, choice: str, user: str | None = None) -> dict[str, str]:
     """Set ("good" / "exclude") or clear ("auto") the override of one training image; saved at once."""
     if choice not in ("auto", "good", "exclude"):
         raise ValueError(f"override must be 'auto', 'good' or 'exclude', got {choice!r}")
-    run_dir = resolve_run(ctx.runs_dir, run_id)
+    run_dir = ctx.run_dir(run_id, user)
     if path not in _training_paths(run_dir):
         raise PathError(f"{path!r} is not a training image of run {run_id}")
     overrides = read_overrides(run_dir)
@@ -87,10 +87,10 @@ def set_override(ctx: AppContext, run_id: str, path: str, choice: str) -> dict[s
     return overrides
 
 
-def sample_view(ctx: AppContext, run_id: str, path: str) -> tuple[str, str, float]:
+def sample_view(ctx: AppContext, run_id: str, path: str, user: str | None = None) -> tuple[str, str, float]:
     """(image, heatmap overlay, normalised score) of one training image of the run; the images are written
     under the cache so the page can show them."""
-    run_dir = resolve_run(ctx.runs_dir, run_id)
+    run_dir = ctx.run_dir(run_id, user)
     if path not in _training_paths(run_dir):
         raise PathError(f"{path!r} is not a training image of run {run_id}")
     model = run_model(ctx.registry, ctx.runs_dir, run_id)
@@ -103,13 +103,13 @@ def sample_view(ctx: AppContext, run_id: str, path: str) -> tuple[str, str, floa
     return preview(path, ctx.cache_dir), str(target), float(prediction.scores[0])
 
 
-def retrain(ctx: AppContext, run_id: str) -> Job:
-    """A new training run with this run's data, configs and current overrides."""
-    run_dir = resolve_run(ctx.runs_dir, run_id)
+def retrain(ctx: AppContext, run_id: str, user: str | None = None) -> Job:
+    """A new training run (of ``user``) with this run's data, configs and current overrides."""
+    run_dir = ctx.run_dir(run_id, user)
     meta = json.loads((run_dir / "run.json").read_text())
     model_config = config_from_dict(ModelConfig, meta["model"])
     train_config = config_from_dict(TrainConfig, meta["train"])
-    return start_training(ctx, meta["data"], model_config, train_config, overrides_from=run_id)
+    return start_training(ctx, meta["data"], model_config, train_config, overrides_from=run_id, user=user)
 
 
 def _caption(row: dict[str, Any]) -> str:
@@ -190,11 +190,12 @@ def bind_events(ctx: AppContext) -> None:
     ui = ctx.inspect
 
     @user_errors
-    def on_show(run_id: str | None, order: str, show: str, selected: str):
+    def on_show(run_id: str | None, order: str, show: str, selected: str, request: gr.Request):
         if not run_id:
             return "No finished run yet: train one on the **Train** tab.", None, [], []
-        rows = sample_rows(ctx, run_id)
-        info = read_run(resolve_run(ctx.runs_dir, run_id))
+        user = user_of(request)
+        rows = sample_rows(ctx, run_id, user)
+        info = read_run(ctx.run_dir(run_id, user))
         chosen = select_rows(rows, order, show)[:MAX_SHOWN]
         names = [r["name"] for r in rows]
         index = next((i for i, r in enumerate(rows) if r["path"] == selected), None)
@@ -204,10 +205,11 @@ def bind_events(ctx: AppContext) -> None:
         return _summary(rows, run_id, info.threshold), figure, gallery, [r["path"] for r in chosen]
 
     @user_errors
-    def on_select(run_id: str, shown: list[str], evt: gr.SelectData):
+    def on_select(run_id: str, shown: list[str], evt: gr.SelectData, request: gr.Request):
         path = shown[evt.index]
-        row = next(r for r in sample_rows(ctx, run_id) if r["path"] == path)
-        image, overlay, score = sample_view(ctx, run_id, path)
+        user = user_of(request)
+        row = next(r for r in sample_rows(ctx, run_id, user) if r["path"] == path)
+        image, overlay, score = sample_view(ctx, run_id, path, user)
         detail = (f"**{row['name']}**  \nweight **{row['weight']:.3f}** · training score {row['score']:.4g} · "
                   f"normalised score {score:.3f} (0.5 = threshold)"
                   + (" · **rejected**" if row["rejected"] else "") + f"  \n`{path}`")
@@ -216,16 +218,16 @@ def bind_events(ctx: AppContext) -> None:
         return path, (image, overlay), detail, choice
 
     @user_errors
-    def on_override(run_id: str, path: str, label: str, order: str, show: str):
+    def on_override(run_id: str, path: str, label: str, order: str, show: str, request: gr.Request):
         if not path:
             raise gr.Error("click an image first")
-        set_override(ctx, run_id, path, CHOICES[label])
+        set_override(ctx, run_id, path, CHOICES[label], user_of(request))
         gr.Info(f"Saved: {Path(path).name} -> {CHOICES[label]}")
-        return on_show(run_id, order, show, path)
+        return on_show(run_id, order, show, path, request)
 
     @user_errors
-    def on_retrain(run_id: str):
-        job = retrain(ctx, run_id)
+    def on_retrain(run_id: str, request: gr.Request):
+        job = retrain(ctx, run_id, user_of(request))
         return f"Started training job `{job.id}` (run `{job.run_dir.name}`) with this run's overrides: " \
                f"follow it on the **Train** tab."
 
@@ -238,18 +240,18 @@ def bind_events(ctx: AppContext) -> None:
     ui.override.input(on_override, [ui.run, ui.selected, ui.override, ui.order, ui.show], show_outputs,
                       api_visibility="private")
     ui.retrain.click(on_retrain, ui.run, ui.message, api_visibility="private")
-    ui.tab.select(lambda current: refreshed_runs(ctx, current), ui.run, ui.run, api_visibility="private") \
+    ui.tab.select(run_refresher(ctx), ui.run, ui.run, api_visibility="private") \
         .then(on_show, show_inputs, show_outputs, api_visibility="private")
 
-    def run_samples(run_id: str) -> list[dict]:
+    def run_samples(run_id: str, request: gr.Request = None) -> list[dict]:
         """Every training image of a run: image (its path on the server), score, weight, rejected,
         validation, override. (Not "path": gradio_client would try to download such a dict as a file.)"""
         return [{"image": r["path"], **{k: r[k] for k in ("score", "weight", "rejected", "validation", "override")}}
-                for r in sample_rows(ctx, run_id)]
+                for r in sample_rows(ctx, run_id, user_of(request))]
 
-    def set_override_api(run_id: str, path: str, choice: str) -> dict:
+    def set_override_api(run_id: str, path: str, choice: str, request: gr.Request = None) -> dict:
         """Force a training image "good", "exclude" it, or go back to "auto"; returns all overrides."""
-        return set_override(ctx, run_id, path, choice)
+        return set_override(ctx, run_id, path, choice, user_of(request))
 
     gr.api(user_errors(run_samples), api_name="run_samples", concurrency_limit=None)
     gr.api(user_errors(set_override_api), api_name="set_override")

@@ -12,18 +12,18 @@ import numpy as np
 from ...core.landscape import LandscapeConfig, loss_landscape
 from ...viz.landscape import LandscapePanel, landscape_figure
 from ...viz.training import empty_figure
-from ..context import AppContext
+from ..context import AppContext, user_of
 from ..jobs import Job
 from ..paths import resolve_run
-from ..runs import list_runs, read_run, run_features, run_model
+from ..runs import read_run, run_features, run_model
 from ..widgets import user_errors
 
 __all__ = ["LandscapeUI", "start_landscape", "default_pair", "create_ui", "bind_events"]
 
 
-def default_pair(ctx: AppContext) -> tuple[str | None, str]:
+def default_pair(ctx: AppContext, user: str | None = None) -> tuple[str | None, str]:
     """(A, B): the newest baseline run and the newest other run when both exist, else the newest run."""
-    runs = list_runs(ctx.runs_dir)
+    runs = ctx.runs(user)
     if not runs:
         return None, ""
     baseline = next((r for r in runs if r.strategy == "baseline"), None)
@@ -51,20 +51,20 @@ def _landscape(ctx: AppContext, job: Job, run_id: str, config: LandscapeConfig, 
     return panel
 
 
-def start_landscape(ctx: AppContext, run_ids: list[str], config: LandscapeConfig) -> Job:
-    """A background job computing the landscape of each run (one or two); its result is a list of panels
-    (JSON-ready: alphas, betas, losses, title)."""
+def start_landscape(ctx: AppContext, run_ids: list[str], config: LandscapeConfig, user: str | None = None) -> Job:
+    """A background job (of ``user``, on runs this user may see) computing the landscape of each run (one or
+    two); its result is a list of panels (JSON-ready: alphas, betas, losses, title)."""
     run_ids = [r for r in dict.fromkeys(run_ids) if r]
     if not run_ids:
         raise ValueError("choose at least one run")
     for run_id in run_ids:
-        resolve_run(ctx.runs_dir, run_id)
+        ctx.run_dir(run_id, user)
 
     def target(job: Job) -> list[dict[str, Any]]:
         return [_landscape(ctx, job, run_id, config, f"run {k + 1}/{len(run_ids)}")
                 for k, run_id in enumerate(run_ids)]
 
-    return ctx.registry.start("landscape", f"landscape {' vs '.join(run_ids)}", target)
+    return ctx.registry.start("landscape", f"landscape {' vs '.join(run_ids)}", target, owner=user)
 
 
 def _figure(panels: list[dict[str, Any]], log_scale: bool):
@@ -129,18 +129,22 @@ def bind_events(ctx: AppContext) -> None:
     ui = ctx.landscape
     registry = ctx.registry
 
-    def refresh(run_a: str | None, run_b: str | None):
-        choices = ctx.run_choices()
+    def refresh(run_a: str | None, run_b: str | None, request: gr.Request):
+        user = user_of(request)
+        choices = ctx.run_choices(user)
         ids = [value for _, value in choices]
-        default_a, default_b = default_pair(ctx)
+        default_a, default_b = default_pair(ctx, user)
         a = run_a if run_a in ids else default_a
         b = run_b if run_b in ids or run_b == "" and run_a in ids else default_b
-        latest = registry.latest("landscape")
+        latest = ctx.latest_job("landscape", user)
         return (gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=[("(none)", "")] + choices, value=b),
                 latest.id if latest else None)
 
-    def view(job_id: str | None, log_scale: bool):
-        job = registry.get(job_id) if job_id else None
+    def view(job_id: str | None, log_scale: bool, request: gr.Request):
+        try:
+            job = ctx.job(job_id, user_of(request)) if job_id else None
+        except KeyError:
+            job = None
         if job is None:
             return "", empty_figure("choose runs and press Compute", 500), gr.Timer(active=False)
         snapshot = job.snapshot()
@@ -148,14 +152,15 @@ def bind_events(ctx: AppContext) -> None:
         return _status(snapshot), figure, gr.Timer(active=job.active)
 
     @user_errors
-    def on_start(run_a: str, run_b: str, grid: float, max_images: float, log_scale: bool):
+    def on_start(run_a: str, run_b: str, grid: float, max_images: float, log_scale: bool, request: gr.Request):
         config = LandscapeConfig(grid=int(grid), max_images=int(max_images))
-        job = start_landscape(ctx, [run_a or "", run_b or ""], config)
-        return job.id, *view(job.id, log_scale)
+        job = start_landscape(ctx, [run_a or "", run_b or ""], config, user_of(request))
+        return job.id, *view(job.id, log_scale, request)
 
-    def on_stop(job_id: str | None):
+    @user_errors
+    def on_stop(job_id: str | None, request: gr.Request):
         if job_id:
-            registry.stop(job_id)
+            registry.stop(ctx.job(job_id, user_of(request)).id)
 
     view_outputs = [ui.status, ui.plot, ui.timer]
     ui.tab.select(refresh, [ui.run_a, ui.run_b], [ui.run_a, ui.run_b, ui.job], api_visibility="private") \
@@ -167,9 +172,11 @@ def bind_events(ctx: AppContext) -> None:
                   show_progress="hidden")
     ui.log_scale.input(view, [ui.job, ui.log_scale], view_outputs, api_visibility="private")
 
-    def start_landscape_api(run_a: str, run_b: str = "", grid: int = 11, max_images: int = 32) -> dict:
+    def start_landscape_api(run_a: str, run_b: str = "", grid: int = 11, max_images: int = 32,
+                            request: gr.Request = None) -> dict:
         """Start computing the loss landscape of one or two runs; poll /job_status (result = panels)."""
-        job = start_landscape(ctx, [run_a, run_b], LandscapeConfig(grid=grid, max_images=max_images))
+        job = start_landscape(ctx, [run_a, run_b], LandscapeConfig(grid=grid, max_images=max_images),
+                              user_of(request))
         return {"job_id": job.id}
 
     gr.api(user_errors(start_landscape_api), api_name="start_landscape", concurrency_limit=None)

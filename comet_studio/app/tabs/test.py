@@ -15,15 +15,17 @@ from PIL import Image
 from ...core.data.images import read_image
 from ...core.data.mvtec import LabelledImage, is_mvtec_category, load_mvtec
 from ...core.evaluation import evaluate_model
-from ...core.predict import collect_images, iter_predictions
+from ...core.predict import iter_predictions
 from ...core.visualize import overlay_heatmap
 from ...viz.evaluation import roc_figure
 from ...viz.training import empty_figure
-from ..context import AppContext
+from ..context import AppContext, user_of
 from ..media import save_image
 from ..paths import user_path
 from ..runs import run_model
-from ..widgets import refreshed_runs, run_dropdown, user_errors
+from ..scans import listed_images
+from ..widgets import run_dropdown, run_refresher, user_errors
+from .data import SCAN_QUEUE, SCAN_SLOTS
 
 __all__ = ["TestUI", "gather_inputs", "score_images", "results_table", "create_ui", "bind_events"]
 
@@ -31,21 +33,24 @@ MAX_IMAGES = 300
 SHOW_SIDE = 384
 
 
-def gather_inputs(files: list[str] | None, folder_text: str) -> tuple[list[str], list[LabelledImage] | None, str]:
-    """(paths, labelled items or None, note) from uploaded files and/or a typed path. A typed MVTec AD
-    category (and no uploads) gives its labelled test images; anything else has no ground truth."""
+def gather_inputs(ctx: AppContext, files: list[str] | None, folder_text: str, user: str | None = None, *,
+                  session: str | None = None) -> tuple[list[str], list[LabelledImage] | None, str]:
+    """(paths, labelled items or None, note) from uploaded files and/or a typed path under one of the
+    user's data roots (scanned within the scan bounds). A typed MVTec AD category (and no uploads) gives
+    its labelled test images; anything else has no ground truth."""
     paths: list[str] = [str(f) for f in files or []]
     items: list[LabelledImage] | None = None
     notes = []
     if (folder_text or "").strip():
-        path = user_path(folder_text, kind="any")
+        path = user_path(folder_text, kind="any", roots=ctx.roots(user))
         if path.is_dir() and is_mvtec_category(path):
             category = list(load_mvtec(path).test)
             paths += [i.path for i in category]
             items = None if files else category
             notes.append(f"MVTec AD category: {len(category)} labelled test images")
         else:
-            found, skipped = collect_images([path])
+            with ctx.scan_bounds(session) as bounds:
+                found, skipped = listed_images(path, bounds)
             paths += found
             if skipped:
                 notes.append(f"{len(skipped)} non-image files skipped")
@@ -75,10 +80,11 @@ def _row(out_dir: Path, k: int, path: str, image: np.ndarray, score: float, heat
 
 
 def score_images(ctx: AppContext, run_id: str, paths: list[str], items: list[LabelledImage] | None,
-                 progress=None) -> tuple[list[dict[str, Any]], dict[str, float] | None]:
-    """Score ``paths`` with the run's model: one JSON-ready row per image (image and heatmap overlay written
-    under the cache). With labelled ``items`` (both classes present) also ``evaluate_model``'s metrics,
-    computed from the same features."""
+                 progress=None, user: str | None = None) -> tuple[list[dict[str, Any]], dict[str, float] | None]:
+    """Score ``paths`` with the run's model (a run ``user`` may see): one JSON-ready row per image (image and
+    heatmap overlay written under the cache). With labelled ``items`` (both classes present) also
+    ``evaluate_model``'s metrics, computed from the same features."""
+    ctx.run_dir(run_id, user)
     model = run_model(ctx.registry, ctx.runs_dir, run_id)
     out_dir = ctx.cache_dir / "predictions" / secrets.token_hex(6)
     report = (lambda _stage, done, total: progress((done, total), desc="scoring")) if progress else None
@@ -189,12 +195,14 @@ def bind_events(ctx: AppContext) -> None:
                 results_table(rows, threshold), _roc(rows, metrics, threshold))
 
     @user_errors
-    def on_score(run_id: str, files: list[str] | None, folder: str, threshold: float,
+    def on_score(run_id: str, files: list[str] | None, folder: str, threshold: float, request: gr.Request,
                  progress=gr.Progress()):
         if not run_id:
             raise gr.Error("no trained run: train one on the Train tab first")
-        paths, items, note = gather_inputs(files, folder)
-        rows, metrics = score_images(ctx, run_id, paths, items, progress)
+        user = user_of(request)
+        ctx.run_dir(run_id, user)  # an unknown or another user's run is refused before any scan
+        paths, items, note = gather_inputs(ctx, files, folder, user, session=request.session_hash)
+        rows, metrics = score_images(ctx, run_id, paths, items, progress, user)
         state = {"rows": rows, "metrics": metrics, "note": note}
         return (*render(rows, metrics, note, threshold), state)
 
@@ -210,7 +218,7 @@ def bind_events(ctx: AppContext) -> None:
 
     outputs = [ui.slider, ui.gallery, ui.summary, ui.table, ui.roc]
     ui.score.click(on_score, [ui.run, ui.files, ui.folder, ui.threshold], [*outputs, ui.results],
-                   api_name="predict")
+                   api_name="predict", concurrency_id=SCAN_QUEUE, concurrency_limit=SCAN_SLOTS)
     ui.threshold.release(on_threshold, [ui.results, ui.threshold], outputs, api_visibility="private")
     ui.gallery.select(on_select, ui.results, ui.slider, api_visibility="private")
-    ui.tab.select(lambda current: refreshed_runs(ctx, current), ui.run, ui.run, api_visibility="private")
+    ui.tab.select(run_refresher(ctx), ui.run, ui.run, api_visibility="private")

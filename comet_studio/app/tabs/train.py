@@ -16,13 +16,16 @@ import torch
 
 from ...core.config import (BACKBONES, DETECTORS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig,
                             config_to_dict)
-from ...core.run import read_overrides, train_run, training_folder
+from ...core.data.folder import ScanStopped
+from ...core.features.cache import StopRequested
+from ...core.run import read_overrides, train_run
 from ...viz.training import training_curves
-from ..context import AppContext
+from ..context import AppContext, user_of
 from ..jobs import Job
 from ..media import thumbnail
-from ..paths import new_run_id, resolve_run, user_path
+from ..paths import new_run_id, user_path
 from ..runs import feature_key, strategy_name
+from ..scans import training_images
 from ..widgets import refreshed_runs, run_dropdown, user_errors
 
 __all__ = ["TrainUI", "TrainRequest", "start_training", "status_markdown", "create_ui", "bind_events"]
@@ -64,21 +67,33 @@ class TrainRequest:
         return model, train
 
 
-def _carried_overrides(ctx: AppContext, run_id: str) -> dict[str, str]:
-    return read_overrides(resolve_run(ctx.runs_dir, run_id)) if run_id else {}
+def _carried_overrides(ctx: AppContext, run_id: str, user: str | None) -> dict[str, str]:
+    return read_overrides(ctx.run_dir(run_id, user)) if run_id else {}
+
+
+def _scan(ctx: AppContext, job: Job, path: Path):
+    """The job's bounded scan; its Stop stops the scan too."""
+    job.on_progress("scanning", 0, 0)
+    try:
+        with ctx.scan_bounds(None, lambda files: job.on_progress(f"scanning ({files:,} files so far)", 0, 0),
+                             stop=job.stop) as bounds:
+            return training_images(path, bounds)
+    except ScanStopped as stopped:
+        raise StopRequested(str(stopped)) from stopped
 
 
 def start_training(ctx: AppContext, folder: str, model_config: ModelConfig, train_config: TrainConfig, *,
-                   overrides_from: str = "") -> Job:
-    """Start a training job writing a new run folder. ``overrides_from`` names a run whose overrides
-    (force good / exclude) this run honours; those naming images not in ``folder`` are dropped and counted."""
-    path = user_path(folder)
-    carried = _carried_overrides(ctx, overrides_from)
+                   overrides_from: str = "", user: str | None = None) -> Job:
+    """Start a training job writing a new run folder owned by ``user``. ``folder`` must lie under one of
+    the user's data roots. ``overrides_from`` names a run (of this user) whose overrides (force good /
+    exclude) this run honours; those naming images not in ``folder`` are dropped and counted."""
+    path = user_path(folder, roots=ctx.roots(user))
+    carried = _carried_overrides(ctx, overrides_from, user)
     run_dir = ctx.runs_dir / new_run_id()
+    ctx.claim(run_dir, user)
 
     def target(job: Job) -> dict[str, Any]:
-        job.on_progress("scanning", 0, 1)
-        images = training_folder(path)
+        images = _scan(ctx, job, path)
         present = set(images.paths)
         overrides = {p: v for p, v in carried.items() if p in present}
         job.set_info(_paths=images.paths, n_images=len(images), n_skipped=len(images.skipped),
@@ -95,7 +110,7 @@ def start_training(ctx: AppContext, folder: str, model_config: ModelConfig, trai
 
     strategy = strategy_name(config_to_dict(train_config.comet))
     label = f"{run_dir.name} · {strategy} · {model_config.detector} {model_config.backbone.image_size}px"
-    return ctx.registry.start("train", label, target, run_dir=run_dir)
+    return ctx.registry.start("train", label, target, run_dir=run_dir, owner=user)
 
 
 def _duration(seconds: float | None) -> str:
@@ -208,24 +223,24 @@ def _folder_note(folder: str) -> str:
         "Choose a folder of images on the **Data** tab first."
 
 
-def _job_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    return [(j.label, j.id) for j in ctx.registry.jobs("train")]
+def _job_choices(ctx: AppContext, user: str | None) -> list[tuple[str, str]]:
+    return [(j.label, j.id) for j in ctx.jobs("train", user)]
 
 
 def bind_events(ctx: AppContext) -> None:
     ui = ctx.train
     registry = ctx.registry
 
-    def _find(job_id: str | None) -> Job | None:
+    def _find(job_id: str | None, user: str | None) -> Job | None:
         # An id from before an app restart falls back to the latest job rather than failing every tick.
         try:
-            return registry.get(job_id) if job_id else registry.latest("train")
+            return ctx.job(job_id, user) if job_id else ctx.latest_job("train", user)
         except KeyError:
-            return registry.latest("train")
+            return ctx.latest_job("train", user)
 
-    def view(job_id: str | None, seen):
+    def view(job_id: str | None, seen, request: gr.Request):
         """(status, curves, gallery, seen, timer) for the chosen job, skipping unchanged snapshots."""
-        job = _find(job_id)
+        job = _find(job_id, user_of(request))
         if job is None:
             return gr.skip(), gr.skip(), gr.skip(), None, gr.Timer(active=False)
         snapshot = job.snapshot()
@@ -239,29 +254,32 @@ def bind_events(ctx: AppContext) -> None:
                 gr.Timer(active=job.active))
 
     @user_errors
-    def on_start(folder, detector, backbone, image_size, rounds, steps, iqr_k, parts, device, overrides_from):
+    def on_start(folder, detector, backbone, image_size, rounds, steps, iqr_k, parts, device, overrides_from,
+                 http: gr.Request):
         chosen = {PARTS[p] for p in parts or []}
         request = TrainRequest(folder=folder, detector=detector, backbone=backbone, image_size=int(image_size),
                                rounds=int(rounds), steps_per_round=int(steps), iqr_k=float(iqr_k),
                                device=device, overrides_from=overrides_from or "",
                                **{key: key in chosen for key in PARTS.values()})
         model_config, train_config = request.configs()
+        user = user_of(http)
         job = start_training(ctx, request.folder, model_config, train_config,
-                             overrides_from=request.overrides_from)
-        return (gr.Dropdown(choices=_job_choices(ctx), value=job.id), *view(job.id, None))
+                             overrides_from=request.overrides_from, user=user)
+        return (gr.Dropdown(choices=_job_choices(ctx, user), value=job.id), *view(job.id, None, http))
 
     @user_errors
-    def on_stop(job_id: str | None):
-        job = _find(job_id)
+    def on_stop(job_id: str | None, request: gr.Request):
+        job = _find(job_id, user_of(request))
         if job is None or not job.active:
             raise gr.Error("no training is running")
         registry.stop(job.id)
         gr.Info("Stopping after the current step; the best model so far will be kept.")
 
-    def on_load(current_overrides: str | None):
-        latest = registry.latest("train")
-        return (gr.Dropdown(choices=_job_choices(ctx), value=latest.id if latest else None),
-                refreshed_runs(ctx, current_overrides, optional=True))
+    def on_load(current_overrides: str | None, request: gr.Request):
+        user = user_of(request)
+        latest = ctx.latest_job("train", user)
+        return (gr.Dropdown(choices=_job_choices(ctx, user), value=latest.id if latest else None),
+                refreshed_runs(ctx, current_overrides, optional=True, request=request))
 
     view_outputs = [ui.status, ui.curves, ui.weights, ui.seen, ui.timer]
     ui.preset.input(lambda name: PRESETS[name], ui.preset, ui.parts, api_visibility="private")
@@ -272,7 +290,10 @@ def bind_events(ctx: AppContext) -> None:
     ctx.data.folder.change(_folder_note, ctx.data.folder, ui.folder_note, api_visibility="private")
     ui.timer.tick(view, [ui.job, ui.seen], view_outputs, api_visibility="private", concurrency_limit=None,
                   show_progress="hidden")
-    ui.job.input(lambda job_id: view(job_id, None), ui.job, view_outputs, api_visibility="private")
+    def on_pick(job_id: str | None, request: gr.Request):
+        return view(job_id, None, request)
+
+    ui.job.input(on_pick, ui.job, view_outputs, api_visibility="private")
     ctx.blocks.load(on_load, ui.overrides_from, [ui.job, ui.overrides_from], api_visibility="private") \
         .then(view, [ui.job, ui.seen], view_outputs, api_visibility="private")
     ui.tab.select(on_load, ui.overrides_from, [ui.job, ui.overrides_from], api_visibility="private")
@@ -280,35 +301,35 @@ def bind_events(ctx: AppContext) -> None:
 
 
 def _register_api(ctx: AppContext) -> None:
-    registry = ctx.registry
-
     def start_training_api(folder: str, detector: str = "simplenet", backbone: str = "efficientnet-lite0",
                            image_size: int = 256, rounds: int = 12, steps_per_round: int = 20,
                            iqr_k: float = 1.5, soft_weights: bool = True, refine: bool = False, meta: bool = True,
                            adaptive_l2: bool = True, device: str = "auto", seed: int = 0,
-                           overrides_from: str = "") -> dict:
-        """Start training on a folder of this machine; returns {job_id, run_id}. Poll /job_status."""
+                           overrides_from: str = "", http: gr.Request = None) -> dict:
+        """Start training on a folder under a data root; returns {job_id, run_id}. Poll /job_status."""
         request = TrainRequest(folder=folder, detector=detector, backbone=backbone, image_size=image_size,
                                rounds=rounds, steps_per_round=steps_per_round, iqr_k=iqr_k,
                                soft_weights=soft_weights, refine=refine, meta=meta, adaptive_l2=adaptive_l2,
                                device=device, seed=seed, overrides_from=overrides_from)
         model_config, train_config = request.configs()
-        job = start_training(ctx, folder, model_config, train_config, overrides_from=overrides_from)
+        job = start_training(ctx, folder, model_config, train_config, overrides_from=overrides_from,
+                             user=user_of(http))
         return {"job_id": job.id, "run_id": job.run_dir.name}
 
-    def job_status(job_id: str = "") -> dict:
+    def job_status(job_id: str = "", request: gr.Request = None) -> dict:
         """State of a job (training or landscape): status, stage, progress, ETA, per-round history, error.
         An empty id means the latest training job."""
-        job = registry.get(job_id) if job_id else registry.latest("train")
+        user = user_of(request)
+        job = ctx.job(job_id, user) if job_id else ctx.latest_job("train", user)
         if job is None:
             raise gr.Error("no training job in this app session yet")
         snapshot = job.snapshot()
         snapshot["result"] = job.result if isinstance(job.result, (dict, list)) else None
         return snapshot
 
-    def stop_job(job_id: str) -> dict:
+    def stop_job(job_id: str, request: gr.Request = None) -> dict:
         """Ask a job to stop at its next step (training keeps its best model so far)."""
-        return registry.stop(job_id).snapshot()
+        return ctx.registry.stop(ctx.job(job_id, user_of(request)).id).snapshot()
 
     for fn, name in ((start_training_api, "start_training"), (job_status, "job_status"), (stop_job, "stop_job")):
         gr.api(user_errors(fn), api_name=name, concurrency_limit=None)

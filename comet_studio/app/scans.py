@@ -1,0 +1,29 @@
+"""Folder scans as the app runs them: always bounded (``AppContext.scan_bounds``), never the core's unbounded
+default, so a client naming a huge tree or a network mount gets a message instead of a busy server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.data.folder import ImageFolder, ScanBounds, display_path, name_problem, scan_folder
+from ..core.data.images import is_image_name
+from ..core.data.mvtec import is_mvtec_category
+
+__all__ = ["training_images", "listed_images"]
+
+
+def training_images(path: Path, bounds: ScanBounds) -> ImageFolder:
+    """The training images of ``path`` (its ``train/`` for an MVTec AD category), checked, within bounds."""
+    root = path / "train" if is_mvtec_category(path) else path
+    return scan_folder(root, bounds=bounds)
+
+
+def listed_images(path: Path, bounds: ScanBounds) -> tuple[list[str], list[tuple[str, str]]]:
+    """(image paths, skipped (path, reason)) of a folder (recursively, not decoded) or of one image file."""
+    if path.is_dir():
+        folder = scan_folder(path, verify=False, min_images=0, bounds=bounds)
+        return list(folder.paths), [(s.path, s.reason) for s in folder.skipped]
+    if not is_image_name(path):
+        return [], [(display_path(path), f"not an image file extension ({path.suffix or 'none'})")]
+    problem = name_problem(path)
+    return ([], [(display_path(path), problem)]) if problem else ([str(path)], [])
