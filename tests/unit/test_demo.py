@@ -74,3 +74,18 @@ def test_hidden_defects_found_counts_the_least_trusted():
     scores = np.array([9.0, 1.0, 0.0, 2.0, 5.0])
     assert hidden_defects_found(paths, weights, scores, ["b", "d"]) == (2, 2)
     assert hidden_defects_found(paths, weights, scores, ["a", "d"]) == (1, 2)
+
+
+def test_the_demo_test_set_holds_out_the_demo_cells(tmp_path):
+    from comet_studio.core.data import load_mvtec
+    from comet_studio.core.data.elpv import build_demo_test_set
+
+    demo = build_elpv_demo(tmp_path / "demo", n_good=10, n_defective=3)
+    root = build_demo_test_set(demo.root, tmp_path / "demo-test", n_good=8, n_defective=8)
+    data = load_mvtec(root)
+    assert not data.train and len(data.test) == 16 and sum(i.label for i in data.test) == 8
+    with open(demo.root.parent / "answer_key.csv", newline="") as handle:
+        used = {row["source"] for row in csv.DictReader(handle)}
+    assert used.isdisjoint(Path(i.path).name for i in data.test)
+    with pytest.raises(FileNotFoundError, match="answer key"):
+        build_demo_test_set(tmp_path, tmp_path / "x")
