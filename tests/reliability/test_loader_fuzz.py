@@ -355,9 +355,12 @@ def test_unreadable_files_and_folders_are_skipped_with_a_reason():
 
 
 # -- the app -------------------------------------------------------------------------------------------------
-def test_app_trains_and_predicts_on_the_zoo(client, zoo):
+def test_app_trains_and_predicts_on_the_zoo(client, studio):
     from tests.app.conftest import train
 
+    root = studio.data_root / "zoo"  # the app reads only under its data roots
+    root.mkdir(exist_ok=True)
+    zoo = build_zoo(root)
     status = train(client, zoo.root, rounds=1, steps_per_round=2)
     assert status["status"] == "done", status["error"]
     assert status["info"]["n_images"] == len(zoo.good) and status["info"]["n_skipped"] == len(zoo.skipped)
