@@ -80,3 +80,21 @@ def test_train_in_the_browser(page, studio, tmp_path):
     page.get_by_role("tab", name="2 · Train").click()
     page.wait_for_selector("#train-status >> text=Finished")
     page.wait_for_selector("#train-weights img")
+
+
+def test_the_data_tab_refuses_a_folder_outside_the_roots_and_bounds_a_scan(page, studio):
+    big = studio.data_root / "browser-big"
+    if not big.exists():
+        big.mkdir()
+        for k in range(50_100):  # just past the scan's bound (50,000 files)
+            (big / f"{k:05d}.txt").touch()
+    page.goto(studio.url)
+    page.wait_for_selector("#data-gallery img")
+    assert str(studio.data_root) in page.locator("#data-roots").inner_text()
+    box = page.locator("#data-folder textarea")
+    box.fill("/usr/share")
+    page.click("#data-scan")
+    page.wait_for_selector(".toast-body >> text=outside the data roots")
+    box.fill(str(big))
+    page.click("#data-scan")
+    page.wait_for_selector("#data-summary >> text=after 50,000 files")
