@@ -122,7 +122,7 @@ class AnomalyModel:
                 user_callback(event)
         result = CoMetTrainer(self.train_config).fit(
             head, features, device=self.device_, overrides=overrides, prior_scores=prior_scores, opinion=opinion,
-            callback=callback, stop=stop, resume=resume, on_state=on_state)
+            callback=callback, stop=stop, resume=resume, on_state=on_state, progress=progress)
         post = PostProcessor()
         post.set(result.threshold, result.median)
         self.inference_ = InferenceModel(extractor, head, post, self.config.blur_sigma).to(self.device_).eval()

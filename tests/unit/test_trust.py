@@ -103,7 +103,9 @@ def test_the_memory_detector_leaves_the_gated_images_out_of_its_memory(planted):
     paths, features, mask = planted
     train = TrainConfig(device="cpu", trust=TrustConfig(fence="lower", k=3))
     model = AnomalyModel(ModelConfig(detector="memory", backbone=BackboneConfig(image_size=SIZE)), train=train)
-    result = model.fit(paths, features=features).result_
+    stages = []
+    result = model.fit(paths, features=features, progress=lambda stage, done, total: stages.append(stage)).result_
+    assert "trust" in stages and "memory pass 1" in stages  # both leave-one-out passes report progress
     owners = set(model.inference_.head.owner.unique().tolist())
     assert owners.isdisjoint(np.flatnonzero(mask).tolist())
     assert (result.weights[mask] == 0).all()

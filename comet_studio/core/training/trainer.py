@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..config import CoMetConfig, TrainConfig
-from ..detectors.base import DetectorHead
+from ..detectors.base import DetectorHead, top_k_mean
 from .meta import MetaLearner
 from .opinion import MemoryOpinion
 from .regularization import AdaptiveL2, l2_to_anchor
@@ -100,6 +100,7 @@ class CoMetTrainer:
         stop: threading.Event | None = None,
         resume: TrainerState | None = None,
         on_state: Callable[[TrainerState], None] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> FitResult:
         """Train ``head`` for ``config.rounds`` rounds. ``on_state`` receives a ``TrainerState`` after every
         completed round (trained heads only); passing one back as ``resume`` (same head, features and
@@ -123,7 +124,7 @@ class CoMetTrainer:
         noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         head.to(device)
         if not head.trainable:
-            return self._training_free(head, features, device, overrides, callback, stop, gate)
+            return self._training_free(head, features, device, overrides, callback, stop, gate, progress)
         head.fit_statistics(features)
         val_idx, train_idx = _split(n, cfg.validation_fraction, rng)
         state = gate.initial(overrides) if gate is not None else \
@@ -223,7 +224,7 @@ class CoMetTrainer:
                          median=final.median, best_round=best[1], stopped=stopped, history=history,
                          validation_indices=val_idx.numpy())
 
-    def _training_free(self, head, features, device, overrides, callback, stop, gate) -> FitResult:
+    def _training_free(self, head, features, device, overrides, callback, stop, gate, progress) -> FitResult:
         """Heads fitted by ``fit_statistics`` alone (patch memories). Excluded images stay out of the memory;
         training images are scored leave-one-out. With ``refine``, the memory is rebuilt without the
         rejected images until the rejected set stops changing (at most ``TRAINING_FREE_ROUNDS`` rounds).
@@ -238,7 +239,8 @@ class CoMetTrainer:
         stopped = False
         for r in range(rounds):
             start = time.perf_counter()
-            scores = _memory_scores(head, features, ~rejected, device)
+            report = (lambda done, total, r=r: progress(f"memory pass {r + 1}", done, total)) if progress else None
+            scores = _memory_scores(head, features, ~rejected, device, report)
             state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides,
                                        ignore=rejected if gate is not None else None)
             if gate is not None:  # images out of the memory stay out of the weights
@@ -260,14 +262,16 @@ class CoMetTrainer:
                          median=state.median, best_round=len(history) - 1, stopped=stopped, history=history)
 
 
-def _memory_scores(head: DetectorHead, features: torch.Tensor, keep: np.ndarray,
-                   device: torch.device) -> np.ndarray:
-    """Fit a training-free head on the ``keep`` images; score those leave-one-out, the others normally."""
+def _memory_scores(head: DetectorHead, features: torch.Tensor, keep: np.ndarray, device: torch.device,
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Fit a training-free head on the ``keep`` images; score those leave-one-out (reporting
+    ``progress(done, total)``: minutes on a CPU), the others normally."""
     kept = torch.as_tensor(np.flatnonzero(keep))
     fitted = features if keep.all() else features[kept]
     head.fit_statistics(fitted)
     scores = np.empty(len(features))
-    scores[kept.numpy()] = head.training_scores(fitted).numpy()
+    patches = head.training_patch_scores(fitted, progress=progress)
+    scores[kept.numpy()] = top_k_mean(patches, head.top_k).numpy()
     if not keep.all():
         scores[~keep] = score_features(head, features[torch.as_tensor(np.flatnonzero(~keep))], device)
     return scores
