@@ -44,6 +44,8 @@ def gather_inputs(ctx: AppContext, files: list[str] | None, folder_text: str, us
     if (folder_text or "").strip():
         path = user_path(folder_text, kind="any", roots=ctx.roots(user))
         if path.is_dir() and is_mvtec_category(path):
+            with ctx.scan_bounds(session) as bounds:  # the category's own listing is not bounded
+                listed_images(path / "test", bounds)
             category = list(load_mvtec(path).test)
             paths += [i.path for i in category]
             items = None if files else category
