@@ -50,6 +50,7 @@ class AppContext:
     runs_dir: Path
     registry: JobRegistry
     default_folder: str = ""
+    demo_test_folder: str = ""  # labelled held-out demo cells (MVTec layout) for the Test tab, or ""
     data_roots: tuple[Path, ...] = ()
     users: frozenset[str] | None = None
     admins: frozenset[str] = frozenset()
@@ -83,7 +84,8 @@ class AppContext:
 
     def roots(self, user: str | None) -> DataRoots:
         """The data roots plus the default (demo) folder and this user's uploads."""
-        return DataRoots.of([*self.data_roots, self.default_folder, self.uploads_for(user)])
+        extra = [self.demo_test_folder] if self.demo_test_folder else []
+        return DataRoots.of([*self.data_roots, self.default_folder, *extra, self.uploads_for(user)])
 
     @contextmanager
     def scan_bounds(self, session: str | None, progress: Callable[[int], None] | None = None,

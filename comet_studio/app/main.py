@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from ..core.data.demo import ELPV_LICENSE, build_elpv_demo
+from ..core.data.elpv import build_demo_test_set
 from .context import SCAN_DEPTH, SCAN_FILES, AppContext, user_of
 from .jobs import JobRegistry
 from .paths import DataRoots
@@ -27,6 +28,17 @@ CSS = """
 #train-status, #inspect-summary, #test-summary { min-height: 2.5em; }
 .gradio-container { max-width: 1500px !important; }
 """
+
+
+def _demo_test_folder(runs_dir: Path, demo: str) -> str:
+    """Held-out labelled ELPV cells for the demo (the Test tab's default), or "" without the demo."""
+    if not demo:
+        return ""
+    try:
+        return str(build_demo_test_set(demo, runs_dir / ".cache" / "demo-elpv-test"))
+    except (RuntimeError, OSError, ValueError) as error:
+        logger.warning("no demo test set (%s)", error)
+        return ""
 
 
 def _demo_folder(runs_dir: Path) -> str:
@@ -60,7 +72,9 @@ def build_app(runs_dir: str | Path, *, default_folder: str | None = None,
     runs_dir.mkdir(parents=True, exist_ok=True)
     folder = _demo_folder(runs_dir) if default_folder is None else default_folder
     roots = DataRoots.of(default_data_roots("127.0.0.1") if data_roots is None else data_roots).roots
+    demo_test = _demo_test_folder(runs_dir, folder) if default_folder is None else ""
     ctx = AppContext(runs_dir=runs_dir, registry=JobRegistry(), default_folder=folder, data_roots=roots,
+                     demo_test_folder=demo_test,
                      users=None if users is None else frozenset(users), admins=frozenset(admins),
                      scan_files=scan_files, scan_depth=scan_depth)
     with gr.Blocks(title="CoMet Studio") as app:

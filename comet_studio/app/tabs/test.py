@@ -171,7 +171,10 @@ def create_ui(ctx: AppContext) -> TestUI:
                                   label="Threshold (scores are normalised: 0.5 = the run's IQR threshold)")
         with gr.Row():
             files = gr.File(label="Test images", file_count="multiple", file_types=["image"], height=120)
-            folder = gr.Textbox(label="...or a folder / image / MVTec AD category on this machine",
+            folder = gr.Textbox(label="...or a folder / image / MVTec AD category on this machine"
+                                + (" (preset: the demo's labelled test set, held-out solar cells)"
+                                   if ctx.demo_test_folder else ""),
+                                value=ctx.demo_test_folder,
                                 placeholder="/data/mvtec/bottle  (an MVTec category adds AUROC, pixel AUROC, AUPRO)")
         score = gr.Button("Score", variant="primary", elem_id="test-score")
         summary = gr.Markdown(label="summary", elem_id="test-summary")
