@@ -9,6 +9,7 @@ Run folder layout::
     history.json     per-round losses, lambda, threshold (written live, after every round)
     skipped.csv      files that could not be used, with the reason
     overrides.json   the user's per-sample overrides (path -> "good" | "exclude")
+    distrusted.npz   with the memory's first opinion: per training image, the patches above its patch fence
     run.json         configs, data source, timings, device, whether training was stopped early
     trainer_state.safetensors   while unfinished: the trainer after its last completed round (``resume``)
 
@@ -36,14 +37,15 @@ from .config import ModelConfig, TrainConfig, config_to_dict, save_json
 from .data.folder import ImageFolder, scan_folder
 from .data.mvtec import is_mvtec_category
 from .features import StopRequested, resolve_device
-from .io.atomic import write_text_atomic
+from .io.atomic import atomic_path, write_text_atomic
 from .io.trainer_state import STATE_FILE, read_trainer_state, write_trainer_state
 from .model import AnomalyModel
 from .training.state import TrainerState
 from .training.trainer import RoundEvent
 from .training.weighting import Override
 
-__all__ = ["RunResult", "training_folder", "train_run", "read_samples", "read_overrides", "write_overrides"]
+__all__ = ["RunResult", "training_folder", "train_run", "read_samples", "read_overrides", "write_overrides",
+           "read_distrusted"]
 
 Progress = Callable[[str, int, int], None]
 logger = logging.getLogger(__name__)
@@ -104,6 +106,32 @@ def _write_samples(path: Path, paths, result, overrides: dict[str, Override]) ->
         writer.writerow([p, f"{result.scores[i]:.6g}", f"{result.weights[i]:.6g}", int(result.rejected[i]),
                          overrides.get(p, ""), int(i in validation)])
     write_text_atomic(path, buffer.getvalue())
+
+
+DISTRUSTED_FILE = "distrusted.npz"
+
+
+def _write_distrusted(path: Path, model: AnomalyModel, train_config: TrainConfig) -> None:
+    """The opinion's distrusted patches (above the patch fence, read from the kept images), as a boolean
+    (N, h, w) map in samples.csv order: what the Inspect view outlines, whether or not they trained."""
+    opinion = getattr(model, "opinion_", None)
+    if opinion is None:
+        path.unlink(missing_ok=True)
+        return
+    keep = ~opinion.excluded(train_config.trust)
+    grid = tuple(opinion.patch_scores.shape[1:])
+    mask = (opinion.patch_weights(train_config.trust, grid, keep=keep) == 0).numpy()
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, distrusted=mask)
+
+
+def read_distrusted(run_dir: str | Path) -> np.ndarray | None:
+    """(N, h, w) bool distrusted patches of a run's training images (samples.csv order), or None."""
+    path = Path(run_dir) / DISTRUSTED_FILE
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return data["distrusted"].astype(bool)
 
 
 def _write_skipped(path: Path, folder: ImageFolder) -> None:
@@ -215,6 +243,7 @@ def train_run(
         raise StopRequested("stopped before the first training round finished; no model was saved")
     model.save(out / "model")
     _write_samples(out / "samples.csv", folder.paths, model.result_, overrides)
+    _write_distrusted(out / DISTRUSTED_FILE, model, train_config)
     rounds = max(len(history) - (len(resume_from.history) if resume_from else 0), 1)  # run in this call
     timings = {"extract_seconds": extract_seconds, "extract_images_per_second": len(folder) / max(extract_seconds, 1e-9),
                "train_seconds": train_seconds, "seconds_per_round": train_seconds / rounds}

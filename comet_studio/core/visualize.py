@@ -21,3 +21,16 @@ def overlay_heatmap(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0
     height, width = image.shape[:2]
     resized = cv2.resize(anomaly_map.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return cv2.addWeighted(image, 1 - alpha, colorize(resized), alpha, 0)
+
+
+def outline_patches(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
+    """``image`` (RGB uint8) with the cells of the boolean patch grid ``mask`` (h, w) outlined: the patches a
+    robust first opinion distrusted."""
+    out = image.copy()
+    height, width = out.shape[:2]
+    rows, cols = mask.shape
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        top, left = int(y * height / rows), int(x * width / cols)
+        bottom, right = int((y + 1) * height / rows) - 1, int((x + 1) * width / cols) - 1
+        cv2.rectangle(out, (left, top), (right, bottom), color, thickness=max(1, min(height, width) // 128))
+    return out

@@ -120,3 +120,29 @@ def test_strategies_are_defined_once():
     assert TrainConfig().prior == "memory" and set(STRATEGIES) >= {"trust", "baseline", "refine", "comet"}
     with pytest.raises(ValueError, match="unknown strategy"):
         strategy_config("magic")
+
+
+def test_a_run_folder_keeps_the_distrusted_patches_for_the_inspect_view(planted_folder, planted, tmp_path):
+    from comet_studio.core.run import read_distrusted, read_samples, train_run
+    from comet_studio.core.visualize import outline_patches
+
+    root, planted_paths = planted_folder
+    _, features, _ = planted
+    train = TrainConfig(rounds=1, steps_per_round=2, device="cpu", trust=TrustConfig(fence="lower", k=3))
+    run = train_run(root, tmp_path / "run", ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train,
+                    features=features)
+    distrusted = read_distrusted(run.run_dir)
+    paths = [r["path"] for r in read_samples(run.run_dir)]
+    assert distrusted.shape == (len(paths), *[s // 2 for s in features.shape[2:]]) and distrusted.dtype == bool
+    mask = np.array([p in planted_paths for p in paths])
+    assert distrusted[mask].mean() > 3 * distrusted[~mask].mean()  # the painted blobs, not the good tiles
+    image = np.full((64, 64, 3), 128, dtype=np.uint8)
+    cells = np.zeros((4, 4), dtype=bool)
+    cells[1, 2] = True
+    outlined = outline_patches(image, cells)
+    changed = np.argwhere((outlined != image).any(axis=2))
+    assert changed[:, 0].min() >= 16 and changed[:, 0].max() < 32  # only the marked cell's border
+    assert changed[:, 1].min() >= 32 and changed[:, 1].max() < 48
+    plain = train_run(root, tmp_path / "plain", ModelConfig(backbone=BackboneConfig(image_size=SIZE)),
+                      TrainConfig(rounds=1, steps_per_round=2, device="cpu", prior="none"), features=features)
+    assert read_distrusted(plain.run_dir) is None

@@ -20,8 +20,8 @@ from PIL import Image
 from ...core.config import ModelConfig, TrainConfig, config_from_dict
 from ...core.data.demo import hidden_defects_found, read_demo_folder
 from ...core.data.images import read_image
-from ...core.run import read_overrides, read_samples, write_overrides
-from ...core.visualize import overlay_heatmap
+from ...core.run import read_distrusted, read_overrides, read_samples, write_overrides
+from ...core.visualize import outline_patches, overlay_heatmap
 from ...viz.weights import score_distribution
 from ..context import AppContext, user_of
 from ..jobs import Job
@@ -98,6 +98,10 @@ def sample_view(ctx: AppContext, run_id: str, path: str, user: str | None = None
     image = Image.fromarray(read_image(path))
     image.thumbnail((512, 512), Image.Resampling.LANCZOS)
     overlay = overlay_heatmap(np.asarray(image), prediction.maps[0])
+    distrusted = read_distrusted(run_dir)
+    if distrusted is not None:  # outline the patches the memory's first opinion distrusted
+        index = [r["path"] for r in read_samples(run_dir)].index(path)
+        overlay = outline_patches(overlay, distrusted[index])
     name = hashlib.sha1(f"{run_id}|{path}".encode()).hexdigest()[:20]
     target = save_image(overlay, ctx.cache_dir / "heatmaps" / run_id / f"{name}.png")
     return preview(path, ctx.cache_dir), str(target), float(prediction.scores[0])
@@ -175,7 +179,8 @@ def create_ui(ctx: AppContext) -> InspectUI:
                                      object_fit="cover", allow_preview=False, elem_id="inspect-gallery")
             with gr.Column(scale=2):
                 slider = gr.ImageSlider(label="Image | heatmap", type="filepath", elem_id="inspect-slider")
-                detail = gr.Markdown("Click an image to see it with its heatmap.")
+                detail = gr.Markdown("Click an image to see it with its heatmap; red boxes: the patches the memory's "
+                                     "first opinion distrusted.")
                 override = gr.Radio(list(CHOICES), label="Override for the next training", interactive=True)
                 retrain_button = gr.Button("Retrain with these overrides", variant="primary")
                 message = gr.Markdown()
