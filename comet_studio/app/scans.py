@@ -5,17 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.data.folder import ImageFolder, ScanBounds, display_path, name_problem, scan_folder
+from ..core.data.folder import ScanBounds, display_path, name_problem, scan_folder
 from ..core.data.images import is_image_name
-from ..core.data.mvtec import is_mvtec_category
 
-__all__ = ["training_images", "listed_images"]
-
-
-def training_images(path: Path, bounds: ScanBounds) -> ImageFolder:
-    """The training images of ``path`` (its ``train/`` for an MVTec AD category), checked, within bounds."""
-    root = path / "train" if is_mvtec_category(path) else path
-    return scan_folder(root, bounds=bounds)
+__all__ = ["listed_images"]
 
 
 def listed_images(path: Path, bounds: ScanBounds) -> tuple[list[str], list[tuple[str, str]]]:

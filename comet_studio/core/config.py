@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
+FENCES = ("tukey", "mad", "lower")  # robust upper-fence rules (training/weighting.py: robust_fence)
 DETECTORS = ("simplenet", "flow", "memory", "patchcore")
 
 
@@ -264,15 +265,14 @@ class TrustConfig:
     comeback_z: float = -0.5
 
     def __post_init__(self) -> None:
-        fences = ("tukey", "mad", "lower")
         _check(self.mode in ("gate", "blend"), f"trust.mode must be 'gate' or 'blend', got {self.mode!r}")
         _check(1 <= self.n_memories <= 64, f"trust.n_memories must be in [1, 64], got {self.n_memories!r}")
         _check(0 < self.fraction <= 1, f"trust.fraction must be in (0, 1], got {self.fraction!r}")
         _check(self.aggregate in ("max", "mean"), f"trust.aggregate must be 'max' or 'mean', got {self.aggregate!r}")
         _check_range("trust.top_k", self.top_k, 0.0, 1.0)
         _check(self.pool in (1, 2, 4), f"trust.pool must be 1, 2 or 4, got {self.pool!r}")
-        _check(self.fence in fences, f"trust.fence must be one of {fences}, got {self.fence!r}")
-        _check(self.patch_fence in fences, f"trust.patch_fence must be one of {fences}, got {self.patch_fence!r}")
+        _check(self.fence in FENCES, f"trust.fence must be one of {FENCES}, got {self.fence!r}")
+        _check(self.patch_fence in FENCES, f"trust.patch_fence must be one of {FENCES}, got {self.patch_fence!r}")
         _check(self.k >= 0 and self.patch_k >= 0, "trust.k and trust.patch_k must be >= 0")
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import __version__
 from .config import ModelConfig, TrainConfig, config_to_dict, save_json
-from .data.folder import ImageFolder, scan_folder
+from .data.folder import UNBOUNDED, ImageFolder, ScanBounds, scan_folder
 from .data.mvtec import is_mvtec_category
 from .features import StopRequested, resolve_device
 from .io.atomic import atomic_path, write_text_atomic
@@ -61,12 +61,13 @@ class RunResult:
     resumed_after: int | None = None  # the completed round a resumed run continued from
 
 
-def training_folder(data_dir: str | Path) -> ImageFolder:
+def training_folder(data_dir: str | Path, bounds: ScanBounds = UNBOUNDED) -> ImageFolder:
     """The training images of ``data_dir``: its ``train/`` folder for an MVTec AD category, else the whole
-    folder (recursively). Skipped files are listed in the result."""
+    folder (recursively), scanned within ``bounds`` (the app's are always set). Skipped files are listed in
+    the result."""
     data_dir = Path(data_dir)
     root = data_dir / "train" if is_mvtec_category(data_dir) else data_dir
-    return scan_folder(root)
+    return scan_folder(root, bounds=bounds)
 
 
 def read_overrides(run_dir: str | Path) -> dict[str, Override]:

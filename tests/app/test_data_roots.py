@@ -166,7 +166,7 @@ def test_a_scan_can_be_stopped(studio, big):
 def test_two_scans_do_not_block_a_third_client(studio, run_id, monkeypatch):
     """Two clients' scans hold both scan slots; a third client's page and its other calls still answer."""
     inside, release = threading.Semaphore(0), threading.Event()
-    real = data_tab.training_images
+    real = data_tab.training_folder
 
     def held(path, bounds):
         if path.name == "tiles-held":
@@ -174,7 +174,7 @@ def test_two_scans_do_not_block_a_third_client(studio, run_id, monkeypatch):
             release.wait(60)
         return real(path, bounds)
 
-    monkeypatch.setattr(data_tab, "training_images", held)
+    monkeypatch.setattr(data_tab, "training_folder", held)
     held_folder = studio.data_root / "tiles-held"
     shutil.copytree(studio.folder, held_folder, dirs_exist_ok=True)
     scans = [Client(studio.url, verbose=False).submit(str(held_folder), api_name="/scan_folder") for _ in range(2)]

@@ -11,10 +11,10 @@ from pathlib import Path
 import gradio as gr
 
 from ...core.data.folder import NotEnoughImagesError, ScanLimitError, ScanStopped
+from ...core.run import training_folder
 from ..context import AppContext, user_of
 from ..media import thumbnail
 from ..paths import PathError, save_uploads, user_path
-from ..scans import training_images
 from ..widgets import user_errors
 
 __all__ = ["DataUI", "FolderReport", "scan", "create_ui", "bind_events", "SCAN_QUEUE", "SCAN_SLOTS"]
@@ -68,7 +68,7 @@ def scan(ctx: AppContext, text: str, user: str | None = None, *, session: str | 
             progress((files, ctx.scan_files), desc=f"scanning {path}: {files:,} files so far", unit="files")
     try:
         with ctx.scan_bounds(session, report) as bounds:
-            folder = training_images(path, bounds)
+            folder = training_folder(path, bounds)
     except (NotEnoughImagesError, ScanLimitError, ScanStopped) as error:
         return FolderReport(str(path), 0, [], [], error=str(error))
     thumbs = [(thumbnail(p, ctx.cache_dir), Path(p).name) for p in folder.paths[:MAX_THUMBS]]

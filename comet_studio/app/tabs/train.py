@@ -18,14 +18,13 @@ from ...core.config import (BACKBONES, DETECTORS, BackboneConfig, CoMetConfig, M
                             config_to_dict)
 from ...core.data.folder import ScanStopped
 from ...core.features.cache import StopRequested
-from ...core.run import read_overrides, train_run
+from ...core.run import read_overrides, train_run, training_folder
 from ...viz.training import training_curves
 from ..context import AppContext, user_of
 from ..jobs import Job
 from ..media import thumbnail
 from ..paths import new_run_id, user_path
 from ..runs import feature_key, strategy_name
-from ..scans import training_images
 from ..widgets import refreshed_runs, run_dropdown, user_errors
 
 __all__ = ["TrainUI", "TrainRequest", "start_training", "status_markdown", "create_ui", "bind_events"]
@@ -77,7 +76,7 @@ def _scan(ctx: AppContext, job: Job, path: Path):
     try:
         with ctx.scan_bounds(None, lambda files: job.on_progress(f"scanning ({files:,} files so far)", 0, 0),
                              stop=job.stop) as bounds:
-            return training_images(path, bounds)
+            return training_folder(path, bounds)
     except ScanStopped as stopped:
         raise StopRequested(str(stopped)) from stopped
 

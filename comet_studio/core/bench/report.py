@@ -20,7 +20,8 @@ __all__ = ["ReportFiles", "summarise", "pivot_table", "markdown_report", "noise_
 
 GROUP = ("category", "model", "method", "protocol", "noise")
 SHOWN = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("f1_max", "F1-max"),
-         ("verdict_precision", "verdict P"), ("verdict_recall", "verdict R"), ("planted_in_lowest", "planted in lowest"), ("planted_auroc", "planted AUROC"),
+         ("verdict_precision", "verdict P"), ("verdict_recall", "verdict R"),
+         ("planted_in_lowest", "planted in lowest"), ("planted_auroc", "planted AUROC"),
          ("rejection_precision", "rejection P"),
          ("rejection_recall", "rejection R"), ("fit_seconds", "fit s"))
 NOTE = ("Model selection inside every run uses no test labels: the trainer selects the round by the loss on a "

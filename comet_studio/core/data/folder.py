@@ -12,7 +12,7 @@ from pathlib import Path
 from .images import ImageReadError, is_image_name, read_image
 
 __all__ = ["SkippedFile", "ImageFolder", "ScanBounds", "iter_folder", "scan_folder", "name_problem",
-           "display_path", "system_folder", "MIN_IMAGES", "SYSTEM_FOLDERS", "NotEnoughImagesError",
+           "display_path", "system_folder", "MIN_IMAGES", "SYSTEM_FOLDERS", "UNBOUNDED", "NotEnoughImagesError",
            "ScanLimitError", "ScanStopped"]
 
 logger = logging.getLogger(__name__)

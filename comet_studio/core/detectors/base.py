@@ -57,10 +57,6 @@ class DetectorHead(nn.Module):
         """(N,) leave-one-out image scores of the ``features`` given to ``fit_statistics`` (training-free heads)."""
         raise NotImplementedError(f"{type(self).__name__} is trained: score it with image_scores")
 
-    def training_patch_scores(self, features: torch.Tensor, batch_size: int = 8, progress=None) -> torch.Tensor:
-        """(N, h, w) leave-one-out patch scores behind ``training_scores`` (training-free heads)."""
-        raise NotImplementedError(f"{type(self).__name__} is trained: score it with patch_scores")
-
     def image_scores(self, features: torch.Tensor) -> torch.Tensor:
         return top_k_mean(self.patch_scores(features), self.top_k)
 

@@ -152,11 +152,12 @@ class PatchMemoryHead(DetectorHead):
         return self._distances(flat_patches(features), None).view(n, h, w)
 
     @torch.no_grad()
-    def training_scores(self, features: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    def training_scores(self, features: torch.Tensor, batch_size: int = 8,
+                        progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Leave-one-image-out image scores of the images this head was fitted on (pass the same tensor):
         image i is scored against the stored patches of every image but i, so a defect copied once into
         the training folder scores like an unseen one."""
-        return top_k_mean(self.training_patch_scores(features, batch_size), self.top_k)
+        return top_k_mean(self.training_patch_scores(features, batch_size, progress), self.top_k)
 
     @torch.no_grad()
     def training_patch_scores(self, features: torch.Tensor, batch_size: int = 8,

@@ -20,7 +20,14 @@ from ..detectors.base import top_k_mean
 from ..detectors.memory import MemoryHead
 from .weighting import robust_fence
 
-__all__ = ["MemoryOpinion", "memory_opinion"]
+__all__ = ["MemoryOpinion", "memory_opinion", "fenced_out"]
+
+
+def fenced_out(image_scores: np.ndarray, config: TrustConfig) -> np.ndarray:
+    """(N,) bool: images above the image fence (``config.fence`` rule, ``config.k``)."""
+    scores = np.asarray(image_scores, dtype=np.float64)
+    fence, _ = robust_fence(scores, config.fence, config.k)
+    return scores > fence
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,7 @@ class MemoryOpinion:
 
     def excluded(self, config: TrustConfig) -> np.ndarray:
         """(N,) bool: images above the image fence."""
-        fence, _ = robust_fence(self.image_scores, config.fence, config.k)
-        return self.image_scores > fence
+        return fenced_out(self.image_scores, config)
 
     def patch_weights(self, config: TrustConfig, grid: tuple[int, int], keep: np.ndarray | None = None) -> torch.Tensor:
         """(N, *grid) float weights: 0 for patches above the patch fence, 1 elsewhere. The fence is read
@@ -70,7 +76,7 @@ def memory_opinion(features: torch.Tensor, config: TrustConfig, *, seed: int = 0
     pooled = features.float()
     if config.pool > 1:
         pooled = F.avg_pool2d(pooled, config.pool, ceil_mode=True)
-    memory = MemoryConfig(n_memories=min(config.n_memories, 64), fraction=config.fraction,
+    memory = MemoryConfig(n_memories=config.n_memories, fraction=config.fraction,
                           aggregate=config.aggregate, top_k=config.top_k)
     head = MemoryHead(pooled.shape[1], memory, seed=seed).to(device)
     head.fit_statistics(pooled)

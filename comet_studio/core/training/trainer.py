@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from ..config import CoMetConfig, TrainConfig
-from ..detectors.base import DetectorHead, top_k_mean
+from ..detectors.base import DetectorHead
 from .meta import MetaLearner
-from .opinion import MemoryOpinion
+from .opinion import MemoryOpinion, fenced_out
 from .regularization import AdaptiveL2, l2_to_anchor
 from .state import TrainerState, capture_state, restore_state
-from .weighting import Override, SampleWeights, confidence_weights, robust_fence
+from .weighting import Override, SampleWeights, confidence_weights
 
 __all__ = ["RoundEvent", "FitResult", "CoMetTrainer", "score_features", "TRAINING_FREE_ROUNDS"]
 
@@ -232,8 +232,9 @@ class CoMetTrainer:
         comet = self.config.comet
         n = len(features)
         rejected = np.array([overrides.get(i) == "exclude" for i in range(n)], dtype=bool)
+        not_good = _not_forced_good(n, overrides)
         if gate is not None:
-            rejected |= gate.out & np.array([overrides.get(i) != "good" for i in range(n)], dtype=bool)
+            rejected |= gate.out & not_good
         rounds = min(self.config.rounds, TRAINING_FREE_ROUNDS) if comet.refine else 1
         history: list[dict] = []
         stopped = False
@@ -244,7 +245,7 @@ class CoMetTrainer:
             state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides,
                                        ignore=rejected if gate is not None else None)
             if gate is not None:  # images out of the memory stay out of the weights
-                keep_out = rejected & np.array([overrides.get(i) != "good" for i in range(n)], dtype=bool)
+                keep_out = rejected & not_good
                 state = SampleWeights(np.where(keep_out, 0.0, state.weights), state.rejected | keep_out,
                                       state.threshold, state.median)
             event = RoundEvent(round=r, rounds=rounds, train_loss=math.nan, val_loss=math.nan, lam=0.0,
@@ -270,8 +271,7 @@ def _memory_scores(head: DetectorHead, features: torch.Tensor, keep: np.ndarray,
     fitted = features if keep.all() else features[kept]
     head.fit_statistics(fitted)
     scores = np.empty(len(features))
-    patches = head.training_patch_scores(fitted, progress=progress)
-    scores[kept.numpy()] = top_k_mean(patches, head.top_k).numpy()
+    scores[kept.numpy()] = head.training_scores(fitted, progress=progress).numpy()
     if not keep.all():
         scores[~keep] = score_features(head, features[torch.as_tensor(np.flatnonzero(~keep))], device)
     return scores
@@ -314,12 +314,21 @@ def _initial_weights(n: int, overrides: dict[int, Override], prior_scores: np.nd
                      hard: bool) -> SampleWeights:
     if prior_scores is not None:
         return confidence_weights(prior_scores, k, hard=hard, overrides=overrides)
-    weights = np.ones(n)
-    rejected = np.zeros(n, dtype=bool)
+    return _start(np.zeros(n, dtype=bool), overrides)
+
+
+def _start(out: np.ndarray, overrides: dict[int, Override]) -> SampleWeights:
+    """First weights before any score: 0 for the ``out`` images, 1 for the rest; overrides win."""
+    weights = np.where(out, 0.0, 1.0)
+    rejected = out.copy()
     for index, choice in overrides.items():
         weights[index] = 1.0 if choice == "good" else 0.0
         rejected[index] = choice == "exclude"
     return SampleWeights(weights=weights, rejected=rejected, threshold=math.nan, median=math.nan)
+
+
+def _not_forced_good(n: int, overrides: dict[int, Override]) -> np.ndarray:
+    return np.array([overrides.get(i) != "good" for i in range(n)], dtype=bool)
 
 
 def _with_threshold(state: SampleWeights, scores: np.ndarray, k: float,
@@ -376,20 +385,13 @@ class _Gate:
         # The opinion is part of the weighting: plain training (CoMetConfig.baseline()) trains on everything.
         if prior_scores is None or trust.mode != "gate" or not config.comet.weighting:
             return None
-        scores = np.asarray(prior_scores, dtype=np.float64)
-        fence, _ = robust_fence(scores, trust.fence, trust.k)
-        out = scores > fence
+        out = fenced_out(prior_scores, trust)
         patches = opinion.patch_weights(trust, grid, keep=~out) if opinion is not None and trust.patch_weights \
             else None
         return cls(out=out, patch_weights=patches, comeback_z=trust.comeback_z)
 
     def initial(self, overrides: dict[int, Override]) -> SampleWeights:
-        weights = np.where(self.out, 0.0, 1.0)
-        rejected = self.out.copy()
-        for index, choice in overrides.items():
-            weights[index] = 1.0 if choice == "good" else 0.0
-            rejected[index] = choice == "exclude"
-        return SampleWeights(weights=weights, rejected=rejected, threshold=math.nan, median=math.nan)
+        return _start(self.out, overrides)
 
     def weights(self, scores: np.ndarray, comet: CoMetConfig, overrides: dict[int, Override]) -> SampleWeights:
         """The detector's own confidence weights (CoMet's SCL, or refinement's hard rejection) over the images
@@ -397,7 +399,6 @@ class _Gate:
         ``comeback_z`` robust units (IQR) below its median. The fence and median (the saved decision
         threshold) are read from the images that stay in."""
         back = _robust_z(scores) < self.comeback_z
-        out = self.out & ~back
-        out &= np.array([overrides.get(i) != "good" for i in range(len(scores))], dtype=bool)
+        out = self.out & ~back & _not_forced_good(len(scores), overrides)
         state = confidence_weights(scores, comet.iqr_k, hard=comet.refine, overrides=overrides, ignore=out)
         return SampleWeights(np.where(out, 0.0, state.weights), state.rejected | out, state.threshold, state.median)

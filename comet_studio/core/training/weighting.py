@@ -7,11 +7,12 @@ from typing import Literal
 
 import numpy as np
 
+from ..config import FENCES
+
 __all__ = ["Override", "Fence", "FENCES", "SampleWeights", "iqr_threshold", "robust_fence", "confidence_weights"]
 
 Override = Literal["good", "exclude"]
 Fence = Literal["tukey", "mad", "lower"]
-FENCES: tuple[str, ...] = ("tukey", "mad", "lower")
 
 
 @dataclass(frozen=True)
