@@ -4,9 +4,8 @@ The algorithm lives in ``comet_studio.core`` (no UI imports); ``comet_studio.cli
 are thin shells over it.
 """
 
-__version__ = "0.1.0"
-
-from .core import (  # noqa: E402
+from ._version import __version__
+from .core import (
     AnomalyModel,
     BackboneConfig,
     CoMetConfig,

@@ -8,7 +8,10 @@ from pathlib import Path
 from ..core.data.folder import ScanBounds, display_path, name_problem, scan_folder
 from ..core.data.images import is_image_name
 
-__all__ = ["listed_images"]
+__all__ = ["SCAN_QUEUE", "SCAN_SLOTS", "listed_images"]
+
+SCAN_QUEUE = "scan"  # the concurrency group of every event that walks a folder (Data tab scans, Test tab predict)
+SCAN_SLOTS = 2
 
 
 def listed_images(path: Path, bounds: ScanBounds) -> tuple[list[str], list[tuple[str, str]]]:

@@ -9,9 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
 from comet_studio.cli.engine import add_engine_options, engine_from_args
+from comet_studio.cli.progress import StageBars
 
 __all__ = ["add_bench_parser", "cmd_bench"]
 
@@ -28,28 +27,6 @@ def _list(kind: type, what: str):
             raise argparse.ArgumentTypeError(f"{what}: the list is empty")
         return values
     return parse
-
-
-class _Bars:
-    """One tqdm bar per stage: ``cells`` (with ETA) and ``features`` (restarted for each category)."""
-
-    def __init__(self) -> None:
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        bar = self.bars.get(stage)
-        if bar is None or bar.total != total or done < bar.n:
-            if bar is not None:
-                bar.close()
-            unit = "cell" if stage == "cells" else "img"
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, dynamic_ncols=True, initial=done)
-        bar.update(done - bar.n)
-        if stage != "cells" and done >= total:  # one category's extraction is over
-            self.bars.pop(stage).close()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
 
 
 def add_bench_parser(sub) -> None:
@@ -108,7 +85,7 @@ def _grid(args: argparse.Namespace) -> int:
                          categories=args.categories, protocol=args.protocol, backbone=args.backbone,
                          image_size=args.image_size, rounds=args.rounds, steps_per_round=args.steps,
                          max_train=args.max_train, device=args.device)
-    bars = _Bars()
+    bars = StageBars()
     try:
         with engine_from_args(args) as engine:  # checks --address too
             # --engine local keeps the sequential loop (features stay in memory between cells).

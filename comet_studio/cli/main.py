@@ -14,99 +14,11 @@ from tqdm import tqdm
 
 from comet_studio.cli.bench import add_bench_parser
 from comet_studio.cli.engine import add_engine_options
+from comet_studio.cli.model_options import add_model_options, configs_from_args
+from comet_studio.cli.progress import StageBars
 from comet_studio.cli.train_all import add_train_all_parser
 
 __all__ = ["main", "build_parser"]
-
-
-class _Bars:
-    """tqdm bars keyed by stage name, fed by the core's progress(stage, done, total) callback."""
-
-    def __init__(self) -> None:
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="img" if stage == "features" else "round",
-                                          dynamic_ncols=True, leave=True)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()  # a finished stage stops its clock (the features bar kept running through training)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="simplenet", choices=["simplenet", "flow", "memory", "patchcore"],
-                   help="detector head (memory and patchcore are training-free)")
-    p.add_argument("--backbone", default="efficientnet-lite0",
-                   choices=["efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2"])
-    p.add_argument("--image-size", type=int, default=256, help="square input size (multiple of 32)")
-    p.add_argument("--epochs", "--rounds", dest="rounds", type=int, default=None, help="training rounds")
-    p.add_argument("--steps", type=int, default=None, help="gradient steps per round")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    strategy = p.add_mutually_exclusive_group()
-    strategy.add_argument("--baseline", action="store_true", help="plain training: no SCL, no meta, no lambda(Sigma)")
-    strategy.add_argument("--refine", action="store_true", help="iterative refinement: hard IQR rejection")
-    p.add_argument("--no-scl", action="store_true", help="CoMet without soft confidence weights")
-    p.add_argument("--no-meta", action="store_true", help="CoMet without meta-learning")
-    p.add_argument("--no-adaptive-l2", action="store_true", help="CoMet with a fixed L2 term")
-    p.add_argument("--iqr-k", type=float, default=1.5, help="IQR threshold T = Q3 + k * IQR")
-    p.add_argument("--prior", default=None, choices=["none", "memory"],
-                   help="memory (default): a contamination-robust memory ensemble's leave-one-out opinion decides "
-                        "which images and patches train the head before any gradient step; none: CoMet alone")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fp16-cache", action="store_true", help="keep cached features in half precision")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="any detector or training setting, repeatable: e.g. --set flow.n_blocks=8 "
-                        "--set simplenet.noise_std=0.5 --set comet.task_size=8 --set batch_size=16 "
-                        "(sections: backbone, simplenet, flow, memory, patchcore, comet, trust; see core/config.py)")
-
-
-def configs_from_args(args: argparse.Namespace):
-    """(ModelConfig, TrainConfig) from parsed flags; the only place flags become configs."""
-    from comet_studio.core.config import BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
-
-    if args.baseline:
-        comet = CoMetConfig.baseline()
-    elif args.refine:
-        comet = CoMetConfig.refinement()
-    else:
-        comet = CoMetConfig(soft_weights=not args.no_scl, meta=not args.no_meta,
-                            adaptive_l2=not args.no_adaptive_l2, iqr_k=args.iqr_k)
-    if args.refine or args.baseline:
-        comet = CoMetConfig(**{**comet.__dict__, "iqr_k": args.iqr_k})
-    model = ModelConfig(detector=args.model, backbone=BackboneConfig(name=args.backbone, image_size=args.image_size))
-    extra = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
-    if args.prior is not None:
-        extra["prior"] = args.prior
-    elif args.baseline or args.refine:
-        extra["prior"] = "none"  # the plain strategies stay plain unless asked
-    train = TrainConfig(comet=comet, device=args.device, seed=args.seed, fp16_cache=args.fp16_cache, **extra)
-    return _apply_settings(model, train, getattr(args, "settings", []))
-
-
-def _apply_settings(model, train, items: list[str]):
-    """``--set SECTION.KEY=VALUE`` items onto the model config (detector and backbone settings) or the
-    training config (``comet.*`` and top-level training settings). Values are JSON (8, 0.5, true, [1, 2]);
-    anything else is taken as text."""
-    from comet_studio.core.config import config_to_dict, with_settings
-
-    model_keys = set(config_to_dict(model))
-    for_model, for_train = {}, {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. flow.n_blocks=8")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        (for_model if key.split(".")[0] in model_keys else for_train)[key.strip()] = value
-    return with_settings(model, for_model), with_settings(train, for_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -115,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     model_config, train_config = configs_from_args(args)
     stop = threading.Event()
-    bars = _Bars()
+    bars = StageBars()
 
     def on_interrupt(signum, frame):  # first Ctrl-C: stop cleanly between steps and save the best so far
         if stop.is_set():
@@ -181,7 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model = AnomalyModel.load(args.run_dir, device=args.device)
     dataset = load_mvtec(args.category_dir)
-    bars = _Bars()
+    bars = StageBars()
     try:
         metrics = evaluate_model(model, dataset.test, progress=bars)
     finally:
@@ -215,10 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue a stopped or killed run in --out after its last completed round (same folder "
                         "and options; refused, saying what changed, otherwise)")
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=cmd_train)
 
-    add_train_all_parser(sub, _add_model_options)  # cli/train_all.py: every category of a plant
+    add_train_all_parser(sub)  # cli/train_all.py: every category of a plant
 
     p = sub.add_parser("predict", help="score images with a trained run; CSV + heatmap overlays")
     p.add_argument("run_dir", help="run folder, its model/ folder, or an exported .safetensors or .onnx file")

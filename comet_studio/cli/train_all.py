@@ -11,11 +11,13 @@ import signal
 from tqdm import tqdm
 
 from comet_studio.cli.engine import add_engine_options, engine_from_args
+from comet_studio.cli.model_options import add_model_options, configs_from_args
+from comet_studio.cli.progress import StageBars
 
 __all__ = ["add_train_all_parser", "cmd_train_all"]
 
 
-def add_train_all_parser(sub, add_model_options) -> None:
+def add_train_all_parser(sub) -> None:
     """Register ``train-all``; ``add_model_options`` adds the flags it shares with ``train``."""
     p = sub.add_parser("train-all", help="train every category folder under a plant root (resumable)",
                        description=__doc__)
@@ -31,13 +33,12 @@ def add_train_all_parser(sub, add_model_options) -> None:
 def cmd_train_all(args: argparse.Namespace) -> int:
     import threading
 
-    from comet_studio.cli.main import _Bars, configs_from_args
     from comet_studio.core.plant import format_summary, train_all
 
     model_config, train_config = configs_from_args(args)
     names = tuple(n.strip() for n in args.categories.split(",") if n.strip()) if args.categories else None
     stop = threading.Event()
-    bars = _Bars() if args.engine == "local" else None
+    bars = StageBars() if args.engine == "local" else None
 
     def on_interrupt(signum, frame):  # first Ctrl-C: finish the current step, save, stop (local engine)
         if stop.is_set() or args.engine != "local":

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
 from .detectors import build_head
 from .detectors.memory import memory_prior_scores

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from .config import ModelConfig, TrainConfig, config_to_dict, save_json
 from .data.folder import UNBOUNDED, ImageFolder, ScanBounds, scan_folder
 from .data.mvtec import is_mvtec_category

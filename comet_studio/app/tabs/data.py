@@ -1,7 +1,7 @@
 """Data tab: pick a folder of images under a data root (or upload images / a zip) and see what was found.
 
 Scans are bounded (files, depth; see ``AppContext.scan_bounds``), show their progress, can be stopped, and
-run in their own queue slots (``SCAN_QUEUE``), so two long scans never hold up a third client's page."""
+run in their own queue slots (``scans.SCAN_QUEUE``), so two long scans never hold up a third client's page."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from ...core.run import training_folder
 from ..context import AppContext, user_of
 from ..media import thumbnail
 from ..paths import PathError, save_uploads, user_path
+from ..scans import SCAN_QUEUE, SCAN_SLOTS
 from ..widgets import user_errors
 
-__all__ = ["DataUI", "FolderReport", "scan", "create_ui", "bind_events", "SCAN_QUEUE", "SCAN_SLOTS"]
+__all__ = ["DataUI", "FolderReport", "scan", "create_ui", "bind_events"]
 
 MAX_THUMBS = 48
-SCAN_QUEUE = "scan"  # the concurrency group of every event that walks a folder
-SCAN_SLOTS = 2
 
 
 @dataclass

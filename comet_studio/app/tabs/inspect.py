@@ -28,8 +28,8 @@ from ..jobs import Job
 from ..media import preview, save_image
 from ..paths import PathError
 from ..runs import read_run, run_model
+from ..training import start_training
 from ..widgets import run_dropdown, run_refresher, user_errors
-from .train import start_training
 
 __all__ = ["InspectUI", "sample_rows", "select_rows", "set_override", "sample_view", "retrain",
            "create_ui", "bind_events"]

@@ -23,9 +23,8 @@ from ..context import AppContext, user_of
 from ..media import save_image
 from ..paths import user_path
 from ..runs import run_model
-from ..scans import listed_images
+from ..scans import SCAN_QUEUE, SCAN_SLOTS, listed_images
 from ..widgets import run_dropdown, run_refresher, user_errors
-from .data import SCAN_QUEUE, SCAN_SLOTS
 
 __all__ = ["TestUI", "gather_inputs", "score_images", "results_table", "create_ui", "bind_events"]
 

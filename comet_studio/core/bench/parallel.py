@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ..data import LabelledSet, load_mvtec
 from ..distributed.engine import Engine
 from .features import FeatureStore, load_or_extract
 from .grid import BenchConfig, Cell
-from .runner import _empty_row, cap_train, run_cell
+from .cell import cap_train, error_row, run_cell
 
 __all__ = ["run_cells_on"]
 
@@ -54,12 +53,6 @@ def _cell_job(job: _CellJob) -> dict:
     return run_cell(job.cell, dataset, store, job.data.config, job.data.out / "cells")
 
 
-def _failed_row(cell: Cell, error: str) -> dict:
-    row = _empty_row(cell)
-    row.update(error=error, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    return row
-
-
 def run_cells_on(engine: Engine, pending: list[Cell], categories: dict[str, Path], config: BenchConfig,
                  out: Path, record: Callable[[Cell, dict], None]) -> int:
     """Run ``pending`` on ``engine``, calling ``record(cell, row)`` as each cell finishes (a category whose
@@ -76,9 +69,9 @@ def run_cells_on(engine: Engine, pending: list[Cell], categories: dict[str, Path
         else:
             broken[names[outcome.index]] = f"feature extraction failed: {outcome.error}"
     for cell in (c for c in pending if c.category in broken):
-        record(cell, _failed_row(cell, broken[cell.category]))
+        record(cell, error_row(cell, broken[cell.category]))
     cell_jobs = [_CellJob(c, jobs[c.category]) for c in pending if c.category not in broken]
     for outcome in engine.map_unordered(_cell_job, cell_jobs):
         cell = cell_jobs[outcome.index].cell
-        record(cell, outcome.value if outcome.error is None else _failed_row(cell, outcome.error))
+        record(cell, outcome.value if outcome.error is None else error_row(cell, outcome.error))
     return extracted

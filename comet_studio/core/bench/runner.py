@@ -17,25 +17,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import math
 import os
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..config import save_json
-from ..data import ContaminatedSet, LabelledSet, contaminate, load_mvtec
-from ..evaluation import evaluate_model, image_auroc, rejection_quality
-from ..model import AnomalyModel
-from .features import FeatureStore, load_or_extract
-from .grid import BenchConfig, Cell, build_cells, cell_configs, find_categories
+from ..data import load_mvtec
+from .cell import COLUMNS, COUNT_COLUMNS, LATER_COLUMNS, METRIC_COLUMNS, cap_train, run_cell
+from .features import load_or_extract
+from .grid import BenchConfig, Cell, build_cells, find_categories
 from .report import ReportFiles, write_report
 
 if TYPE_CHECKING:
@@ -43,16 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COLUMNS", "BenchResult", "run_bench", "run_cell", "read_results", "cap_train"]
 
-logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
-
-KEY_COLUMNS = ("category", "model", "method", "noise", "seed", "protocol")
-METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "verdict_precision", "verdict_recall",
-                  "planted_in_lowest", "planted_auroc", "rejection_precision", "rejection_recall", "fit_seconds")
-# Metrics added after the first results.csv files were written: read back as NaN from older rows.
-LATER_COLUMNS = ("verdict_precision", "verdict_recall")
-COUNT_COLUMNS = ("n_train", "n_planted", "n_test")
-COLUMNS = KEY_COLUMNS + METRIC_COLUMNS + COUNT_COLUMNS + ("error", "finished")
 
 
 @dataclass(frozen=True)
@@ -115,66 +99,6 @@ def _check_settings(out: Path, config: BenchConfig) -> None:
                              f"use a new --out folder (or the same settings) so that the rows stay comparable")
     save_json(path, {"settings": settings, "note": "model selection uses only the contaminated training set "
                                                    "(a held-out split of it); test labels are used for metrics only"})
-
-
-def cap_train(dataset: LabelledSet, max_train: int | None) -> LabelledSet:
-    """At most ``max_train`` training images, one fixed seeded subset for every cell (so cells compare)."""
-    if max_train is None or len(dataset.train) <= max_train:
-        return dataset
-    kept = sorted(random.Random(0).sample(list(dataset.train), max_train))
-    return replace(dataset, train=tuple(kept))
-
-
-def _empty_row(cell: Cell) -> dict:
-    row: dict = {c: math.nan for c in METRIC_COLUMNS}
-    row.update({"category": cell.category, "model": cell.model, "method": cell.method, "noise": cell.noise,
-                "seed": cell.seed, "protocol": cell.protocol, "n_train": 0, "n_planted": 0, "n_test": 0,
-                "error": ""})
-    return row
-
-
-def _rejection(data: ContaminatedSet, model: AnomalyModel) -> dict[str, float]:
-    """Did training single out the planted images? ``flagged`` = final training score above the IQR fence T,
-    which is exactly what CoMet down-weights and refinement rejects (for the baseline: what T would flag)."""
-    result = model.result_
-    planted = np.isin(np.asarray(data.train), np.asarray(data.planted))
-    flagged = result.scores > result.threshold
-    quality = rejection_quality(planted, result.weights, result.scores, rejected=flagged)
-    quality["planted_auroc"] = image_auroc(planted.astype(int), result.scores)
-    return quality
-
-
-def run_cell(cell: Cell, dataset: LabelledSet, store: FeatureStore, config: BenchConfig,
-             cells_dir: Path | None = None) -> dict:
-    """Train and evaluate one cell; any failure is recorded in the row's ``error`` (the grid goes on)."""
-    row = _empty_row(cell)
-    record: dict = {"cell": row.copy()}
-    try:
-        model_config, train_config = cell_configs(cell, config)
-        data = contaminate(dataset, cell.noise, seed=cell.seed, protocol=cell.protocol)  # type: ignore[arg-type]
-        row.update(n_train=len(data.train), n_planted=len(data.planted), n_test=len(data.test))
-        record.update(planted=list(data.planted), test=[i.path for i in data.test])
-        features = store.take(data.train)
-        model = AnomalyModel(model_config, train=train_config)
-        start = time.perf_counter()  # fit computes the memory prior (comet+prior) too: timed with it
-        model.fit(data.train, features=features)
-        row["fit_seconds"] = time.perf_counter() - start
-        metrics = evaluate_model(model, data.test, features=store.take([i.path for i in data.test]))
-        row.update(image_auroc=metrics["image_auroc"], pixel_auroc=metrics["pixel_auroc"], aupro=metrics["aupro"],
-                   f1_max=metrics["image_f1_max"], verdict_precision=metrics["verdict_precision"],
-                   verdict_recall=metrics["verdict_recall"])
-        row.update({k: v for k, v in _rejection(data, model).items() if k in METRIC_COLUMNS})
-        record["best_round"] = model.result_.best_round
-    except Exception as error:  # noqa: BLE001 - one broken cell must not stop the grid
-        logger.debug("cell %s failed", cell, exc_info=True)
-        row["error"] = f"{type(error).__name__}: {error}".replace("\n", " ")
-    row["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if cells_dir is not None:
-        record["cell"] = row
-        path = cells_dir / cell.category / f"{cell.name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_json(path, record)
-    return row
 
 
 def run_bench(data_root: str | Path, out_dir: str | Path, config: BenchConfig, *,

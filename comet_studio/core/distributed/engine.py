@@ -8,8 +8,9 @@ resumable) while the rest still run. Ray is imported only by ``make_engine("ray"
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
+
+from .outcome import TaskOutcome, describe_error
 
 __all__ = ["EngineName", "ENGINES", "TaskOutcome", "Engine", "LocalEngine", "RayUnavailableError", "make_engine",
            "require_ray", "describe_error", "RAY_INSTALL_HINT"]
@@ -25,15 +26,6 @@ class RayUnavailableError(RuntimeError):
     """``--engine ray`` without Ray installed."""
 
 
-@dataclass(frozen=True)
-class TaskOutcome(Generic[R]):
-    """One finished job: ``value`` when it returned, else ``error`` (``Type: message``)."""
-
-    index: int  # position of the item in the submitted sequence
-    value: R | None
-    error: str | None
-
-
 class Engine(Protocol):
     """Runs ``fn(item)`` for every item, yielding outcomes in completion order (any order)."""
 
@@ -46,11 +38,6 @@ class Engine(Protocol):
     def __enter__(self) -> "Engine": ...
 
     def __exit__(self, *exc: object) -> None: ...
-
-
-def describe_error(error: BaseException) -> str:
-    """``Type: message`` on one line, for a CSV cell."""
-    return f"{type(error).__name__}: {error}".replace("\n", " ").strip()
 
 
 class LocalEngine:

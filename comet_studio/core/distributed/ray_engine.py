@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import ray
 
-from .engine import TaskOutcome, describe_error
+from .outcome import TaskOutcome, describe_error
 
 __all__ = ["RayEngine", "connect", "task_resources"]
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from .batch_predict import (PredictSummary, Progress, TableFormat, TableWriter, _prepare_out, decode_batch,
-                            score_batch, write_heatmaps)
 from .listing import SpoolBlock, read_spool_block, spool_listing, to_columns
+from .stages import (PredictSummary, Progress, TableFormat, TableWriter, decode_batch, prepare_out, score_batch,
+                     write_heatmaps)
 
 __all__ = ["predict_ray", "default_workers"]
 
@@ -68,7 +68,7 @@ def predict_ray(source: str | Path, size: int, inputs: Sequence[str | Path], out
                 workers: int | None = None, progress: Progress | None = None) -> PredictSummary:
     """Score ``inputs`` with ``workers`` actors (default ``default_workers()``) and write the same table and
     heatmaps as ``predict_local``. ``size`` is the model's input size (the driver loaded the model once)."""
-    out, heat_dir = _prepare_out(out_dir, heatmaps)
+    out, heat_dir = prepare_out(out_dir, heatmaps)
     resources = ray.cluster_resources()
     gpu, cpus = resources.get("GPU", 0) > 0, int(resources.get("CPU", 1))
     workers = workers or default_workers()

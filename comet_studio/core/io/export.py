@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ... import __version__
+from ..._version import __version__
 from ..inference import Scores
 from .atomic import atomic_path
 from .checkpoint import FORMAT_VERSION, write_checkpoint_file
