@@ -19,9 +19,7 @@ run.json), ``stopped`` (interrupted: the next call continues it after its last c
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from .config import ModelConfig, TrainConfig, config_to_dict
 from .data.mvtec import is_mvtec_category
 from .distributed.engine import Engine, LocalEngine, describe_error
 from .features.cache import StopRequested
+from .io.atomic import write_csv_atomic
 from .io.trainer_state import STATE_FILE
 from .run import train_run, training_folder
 
@@ -178,13 +177,7 @@ def _settle(job: CategoryJob, rows: list[dict], index: int) -> bool:
 
 
 def _write_summary(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)  # a reader (or an interrupted call) never sees half a summary
+    write_csv_atomic(path, rows, SUMMARY_COLUMNS)  # a reader (or an interrupted call) never sees half a summary
 
 
 def read_summary(path: str | Path) -> list[dict]:

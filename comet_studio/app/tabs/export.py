@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import secrets
 import zipfile
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ...core.io.atomic import atomic_path
 from ...core.run import read_overrides
 from ..context import AppContext, user_of
 from ..widgets import run_dropdown, run_refresher, user_errors
@@ -57,15 +57,12 @@ def export_run(ctx: AppContext, run_id: str, user: str | None = None) -> Path:
         raise FileNotFoundError(f"run {run_id} is incomplete (missing {', '.join(missing)}); it may still be "
                                 f"training or it failed")
     target = ctx.cache_dir / "exports" / secrets.token_hex(8) / f"comet-run-{run_id}.zip"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name in EXPORTED:
             if (run_dir / name).exists():
                 archive.write(run_dir / name, f"{run_id}/{name}")
         archive.writestr(f"{run_id}/samples.csv", _samples_with_overrides(run_dir))
         archive.writestr(f"{run_id}/README.txt", README.format(run_id=run_id))
-    os.replace(tmp, target)
     return target
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from ..config import BackboneConfig, ModelConfig, TrainConfig, config_to_dict
+from ..io.atomic import atomic_path
 from ..model import AnomalyModel
 
 __all__ = ["FeatureStore", "load_or_extract", "cache_path"]
@@ -66,10 +66,8 @@ def _read(path: Path, backbone: BackboneConfig) -> FeatureStore | None:
 
 
 def _write(path: Path, store: FeatureStore, backbone: BackboneConfig) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"backbone": config_to_dict(backbone), "paths": store.paths, "features": store.features}, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted bench never leaves half a cache
+    with atomic_path(path) as tmp:  # an interrupted bench never leaves half a cache
+        torch.save({"backbone": config_to_dict(backbone), "paths": store.paths, "features": store.features}, tmp)
 
 
 def load_or_extract(cache_dir: str | Path, category: str, paths: Sequence[str], backbone: BackboneConfig, *,

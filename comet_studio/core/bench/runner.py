@@ -15,10 +15,8 @@ contaminated training set); test labels are used for the metrics alone.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..config import save_json
 from ..data import load_mvtec
+from ..io.atomic import write_csv_atomic
 from .cell import COLUMNS, COUNT_COLUMNS, LATER_COLUMNS, METRIC_COLUMNS, cap_train, run_cell
 from .features import load_or_extract
 from .grid import BenchConfig, Cell, build_cells, find_categories
@@ -79,13 +78,7 @@ def read_results(path: str | Path) -> list[dict]:
 
 
 def _write_results(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=_row_key))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_csv_atomic(path, sorted(rows, key=_row_key), COLUMNS, extrasaction="ignore")
 
 
 def _check_settings(out: Path, config: BenchConfig) -> None:

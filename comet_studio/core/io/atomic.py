@@ -5,13 +5,15 @@ A reader (or a crash) therefore sees either the old file or the complete new one
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_text_atomic"]
+__all__ = ["atomic_path", "write_text_atomic", "write_csv_atomic"]
 
 # The process umask, read once at import (os.umask can only be read by setting it, which is not thread-safe).
 _UMASK = os.umask(0)
@@ -48,3 +50,14 @@ def write_text_atomic(target: str | Path, text: str) -> None:
     """Replace ``target`` with ``text`` atomically (unique temp file, fsync, rename)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def write_csv_atomic(target: str | Path, rows: Iterable[dict], fieldnames: Sequence[str], *,
+                     extrasaction: str = "raise") -> None:
+    """Replace ``target`` with a CSV of ``rows`` (a header, then one line a dict) atomically. The whole table is
+    built in memory first, so a reader sees the old table or the new one (these tables are small)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction=extrasaction)  # type: ignore[arg-type]
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(target, buffer.getvalue())
