@@ -12,11 +12,17 @@ import torch
 from ..core.config import BackboneConfig, config_to_dict
 from ..core.model import AnomalyModel
 from ..core.run import read_samples
+from ..core.training.presets import DEFAULT_STRATEGY, comet_parts
 from .jobs import JobRegistry
 from .paths import resolve_run, run_ids
 
-__all__ = ["RunInfo", "strategy_name", "read_run", "list_runs", "run_choices", "feature_key", "run_model",
-           "run_features"]
+__all__ = ["STRATEGY_LABELS", "RunInfo", "strategy_name", "read_run", "list_runs", "run_choices", "feature_key",
+           "run_model", "run_features"]
+
+
+# The strategies the app offers, by the names it shows (the Train tab's choices, the run listing's labels).
+STRATEGY_LABELS = {"CoMet": DEFAULT_STRATEGY, "baseline": "baseline", "refinement": "refine"}
+_PART_NAMES = {"soft_weights": "SCL", "meta": "meta", "adaptive_l2": "adaptive L2"}
 
 
 @dataclass(frozen=True)
@@ -38,15 +44,15 @@ class RunInfo:
 
 
 def strategy_name(comet: dict) -> str:
-    """A short name for a CoMet configuration: baseline, refinement, CoMet, or CoMet without some parts."""
-    parts = {"soft_weights": "SCL", "meta": "meta", "adaptive_l2": "adaptive L2"}
-    if not any(comet.get(k) for k in (*parts, "refine")):
-        return "baseline"
-    if comet.get("refine") and not any(comet.get(k) for k in parts):
-        return "refinement"
-    missing = [name for key, name in parts.items() if not comet.get(key)]
+    """A short name for a CoMet configuration: the label of the strategy whose CoMet parts it has (baseline,
+    refinement, CoMet), else CoMet without some parts (and + refine)."""
+    on = {part for part in _PART_NAMES.keys() | {"refine"} if comet.get(part)}
+    for label, strategy in STRATEGY_LABELS.items():
+        if on == set(comet_parts(strategy)):
+            return label
+    missing = [name for part, name in _PART_NAMES.items() if part in comet_parts(DEFAULT_STRATEGY) and part not in on]
     name = "CoMet" + (f" without {', '.join(missing)}" if missing else "")
-    return name + (" + refine" if comet.get("refine") else "")
+    return name + (" + refine" if "refine" in on else "")
 
 
 def read_run(path: Path) -> RunInfo | None:

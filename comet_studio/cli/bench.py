@@ -11,6 +11,7 @@ from pathlib import Path
 
 from comet_studio.cli.engine import add_engine_options, engine_from_args
 from comet_studio.cli.progress import StageBars
+from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES
 
 __all__ = ["add_bench_parser", "cmd_bench"]
 
@@ -42,8 +43,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--noise", type=_list(float, "--noise"), default=(0.0, 0.1, 0.2, 0.3, 0.4),
                    help="contamination ratios: planted anomalies / clean training images")
     p.add_argument("--methods", type=_list(str, "--methods"), default=("baseline", "comet", "trust"),
-                   help="comma-separated strategies (core/training/presets.py): trust (the default), "
-                        "trust+patch, baseline, refine, comet (the earlier default), comet+prior")
+                   help=f"comma-separated strategies (core/training/presets.py): {', '.join(STRATEGIES)}; "
+                        f"{DEFAULT_STRATEGY} is the default strategy")
     p.add_argument("--models", type=_list(str, "--models"), default=("simplenet",),
                    help="comma-separated: simplenet, flow, memory, patchcore")
     p.add_argument("--seeds", type=_list(int, "--seeds"), default=(0,))

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
+
+from comet_studio.core.config import BACKBONES
+from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES, strategy_config
 
 __all__ = ["add_model_options", "configs_from_args"]
 
@@ -13,15 +17,18 @@ __all__ = ["add_model_options", "configs_from_args"]
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="simplenet", choices=["simplenet", "flow", "memory", "patchcore"],
                    help="detector head (memory and patchcore are training-free)")
-    p.add_argument("--backbone", default="efficientnet-lite0",
-                   choices=["efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2"])
+    p.add_argument("--backbone", default="efficientnet-lite0", choices=list(BACKBONES))
     p.add_argument("--image-size", type=int, default=256, help="square input size (multiple of 32)")
     p.add_argument("--epochs", "--rounds", dest="rounds", type=int, default=None, help="training rounds")
     p.add_argument("--steps", type=int, default=None, help="gradient steps per round")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     strategy = p.add_mutually_exclusive_group()
-    strategy.add_argument("--baseline", action="store_true", help="plain training: no SCL, no meta, no lambda(Sigma)")
-    strategy.add_argument("--refine", action="store_true", help="iterative refinement: hard IQR rejection")
+    strategy.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=list(STRATEGIES),
+                          help=f"training strategy (core/training/presets.py; default {DEFAULT_STRATEGY})")
+    strategy.add_argument("--baseline", action="store_true", help="plain training: no SCL, no meta, no lambda(Sigma) "
+                                                                  "(= --strategy baseline)")
+    strategy.add_argument("--refine", action="store_true", help="iterative refinement: hard IQR rejection "
+                                                                "(= --strategy refine)")
     p.add_argument("--no-scl", action="store_true", help="CoMet without soft confidence weights")
     p.add_argument("--no-meta", action="store_true", help="CoMet without meta-learning")
     p.add_argument("--no-adaptive-l2", action="store_true", help="CoMet with a fixed L2 term")
@@ -38,26 +45,28 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def configs_from_args(args: argparse.Namespace):
-    """(ModelConfig, TrainConfig) from parsed flags; the only place flags become configs."""
-    from comet_studio.core.config import BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+    """(ModelConfig, TrainConfig) from parsed flags; the only place flags become configs. The strategy
+    (``--strategy``, ``--baseline``, ``--refine``) gives the CoMet, prior and trust settings; ``--no-*`` switch
+    CoMet parts off on top of it, ``--iqr-k`` and ``--prior`` replace its values."""
+    from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig
 
-    if args.baseline:
-        comet = CoMetConfig.baseline()
-    elif args.refine:
-        comet = CoMetConfig.refinement()
-    else:
-        comet = CoMetConfig(soft_weights=not args.no_scl, meta=not args.no_meta,
-                            adaptive_l2=not args.no_adaptive_l2, iqr_k=args.iqr_k)
-    if args.refine or args.baseline:
-        comet = CoMetConfig(**{**comet.__dict__, "iqr_k": args.iqr_k})
     model = ModelConfig(detector=args.model, backbone=BackboneConfig(name=args.backbone, image_size=args.image_size))
     extra = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
-    if args.prior is not None:
-        extra["prior"] = args.prior
-    elif args.baseline or args.refine:
-        extra["prior"] = "none"  # the plain strategies stay plain unless asked
-    train = TrainConfig(comet=comet, device=args.device, seed=args.seed, fp16_cache=args.fp16_cache, **extra)
+    base = TrainConfig(device=args.device, seed=args.seed, fp16_cache=args.fp16_cache, **extra)
+    train = strategy_config(_strategy_name(args), base)
+    comet = replace(train.comet, soft_weights=train.comet.soft_weights and not args.no_scl,
+                    meta=train.comet.meta and not args.no_meta,
+                    adaptive_l2=train.comet.adaptive_l2 and not args.no_adaptive_l2, iqr_k=args.iqr_k)
+    train = replace(train, comet=comet, prior=train.prior if args.prior is None else args.prior)
     return _apply_settings(model, train, getattr(args, "settings", []))
+
+
+def _strategy_name(args: argparse.Namespace) -> str:
+    if args.baseline:
+        return "baseline"
+    if args.refine:
+        return "refine"
+    return getattr(args, "strategy", DEFAULT_STRATEGY)
 
 
 def _apply_settings(model, train, items: list[str]):

@@ -15,10 +15,12 @@ import gradio as gr
 import torch
 
 from ...core.config import BACKBONES, DETECTORS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+from ...core.training.presets import comet_parts
 from ...viz.training import training_curves
 from ..context import AppContext, user_of
 from ..jobs import Job
 from ..media import thumbnail
+from ..runs import STRATEGY_LABELS
 from ..training import start_training
 from ..widgets import refreshed_runs, run_dropdown, user_errors
 
@@ -26,8 +28,9 @@ __all__ = ["TrainUI", "TrainRequest", "status_markdown", "create_ui", "bind_even
 
 PARTS = {"soft weights (SCL)": "soft_weights", "refine (hard rejection)": "refine",
          "meta-learning (Reptile)": "meta", "adaptive L2": "adaptive_l2"}
-PRESETS = {"CoMet": ["soft weights (SCL)", "meta-learning (Reptile)", "adaptive L2"], "baseline": [],
-           "refinement": ["refine (hard rejection)"]}
+_PART_LABELS = {part: label for label, part in PARTS.items()}
+# Each choice of the Strategy radio ticks the CoMet parts its strategy (core/training/presets.py) turns on.
+PRESETS = {label: [_PART_LABELS[part] for part in comet_parts(strategy)] for label, strategy in STRATEGY_LABELS.items()}
 IMAGE_SIZES = [64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512]
 N_LOWEST = 16
 

@@ -9,12 +9,11 @@ from typing import Literal
 
 from ..config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig
 from ..data.mvtec import is_mvtec_category
+from ..training.presets import STRATEGIES, strategy_config
 
 __all__ = ["METHODS", "MODELS", "BenchConfig", "Cell", "build_cells", "find_categories", "cell_configs"]
 
-from ..training.presets import STRATEGIES, strategy_config
-
-METHODS = tuple(STRATEGIES)
+METHODS = tuple(STRATEGIES)  # a bench method is a training strategy
 # "patchcore" is accepted here so that a bench asking for it records a clear per-cell error when this
 # install's ModelConfig does not know that detector, instead of refusing the whole grid.
 MODELS = ("simplenet", "flow", "memory", "patchcore")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from ..config import CoMetConfig, TrainConfig, TrustConfig
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "strategy_config"]
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "COMET_PARTS", "strategy_config", "comet_parts"]
 
 DEFAULT_STRATEGY = "trust"
 
@@ -24,7 +24,21 @@ STRATEGIES: dict[str, tuple[CoMetConfig, str, TrustConfig]] = {
 
 def strategy_config(name: str, base: TrainConfig | None = None) -> TrainConfig:
     """``base`` (default ``TrainConfig()``) with the CoMet, prior and trust settings of strategy ``name``."""
+    comet, prior, trust = _strategy(name)
+    return replace(base or TrainConfig(), comet=comet, prior=prior, trust=trust)  # type: ignore[arg-type]
+
+
+# The CoMet switches a strategy turns on or off (the app shows them as checkboxes, the run listing names them).
+COMET_PARTS = ("soft_weights", "refine", "meta", "adaptive_l2")
+
+
+def comet_parts(name: str) -> tuple[str, ...]:
+    """The CoMet switches strategy ``name`` turns on, in ``COMET_PARTS`` order."""
+    comet = _strategy(name)[0]
+    return tuple(part for part in COMET_PARTS if getattr(comet, part))
+
+
+def _strategy(name: str) -> tuple[CoMetConfig, str, TrustConfig]:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {list(STRATEGIES)}")
-    comet, prior, trust = STRATEGIES[name]
-    return replace(base or TrainConfig(), comet=comet, prior=prior, trust=trust)  # type: ignore[arg-type]
+    return STRATEGIES[name]
