@@ -32,7 +32,8 @@ class MemoryHead(PatchMemoryHead):
 
     def __init__(self, dim: int, config: MemoryConfig, *, seed: int | None = None) -> None:
         super().__init__(dim, n_memories=config.n_memories, fp16=config.fp16, top_k=config.top_k,
-                         aggregate=config.aggregate)
+                         aggregate=config.aggregate, candidates=config.candidates,
+                         query_stride=config.query_stride, refine=config.refine)
         self.config = config
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
 

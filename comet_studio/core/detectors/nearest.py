@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 
 from .base import DetectorHead, top_k_mean
+from .coarse_fine import coarse_to_fine
+from .fast_search import ShortlistBank, native_bf16
 
 __all__ = ["nearest_distance", "flat_patches", "memory_size", "PatchMemoryHead"]
 
@@ -39,12 +41,15 @@ def _finish(best: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, query_owner: torch.Tensor | None = None,
-                     bank_owner: torch.Tensor | None = None, block: int | None = None) -> torch.Tensor:
+                     bank_owner: torch.Tensor | None = None, block: int | None = None,
+                     candidates: int = 0) -> torch.Tensor:
     """(Q,) L2 distance from each row of ``queries`` (Q, D) to its nearest row of ``bank`` (M, D).
 
     With owners given, bank rows owned by the query's own image are skipped (leave-one-image-out); a query
     with no other row left gets ``inf``. Computed in float32 blocks of at most ``block`` distances (default
-    by device), so a half-precision bank is upcast one block at a time.
+    by device), so a half-precision bank is upcast one block at a time. ``candidates`` > 0 on a CPU with
+    native bfloat16: a bfloat16 shortlist of that many rows per query, measured exactly
+    (``fast_search``); elsewhere, and on a GPU, the exact float32 search.
     """
     if bank.shape[0] == 0:
         raise ValueError("the memory bank is empty: fit the head first")
@@ -56,6 +61,8 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, query_owner: 
         return _finish(_partial_squared(query, bank).min(dim=1).values, query)
     block = block or _BLOCK.get(queries.device.type, _BLOCK["cpu"])
     n_bank = bank.shape[0]
+    if candidates > 0 and queries.device.type == "cpu" and n_bank <= block and native_bf16():
+        return _shortlist_distance(queries, bank, query_owner, bank_owner, block, candidates)
     bank_step = min(n_bank, block)
     query_step = max(1, block // bank_step)
     out = torch.empty(queries.shape[0], device=queries.device)
@@ -72,6 +79,37 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, query_owner: 
     return out
 
 
+def _owner_ranges(query_owner: torch.Tensor, bank_owner: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """(query_start, query_end, row_start, row_end) per run of equal query owners: the rows to skip, for a
+    bank sorted by owner (a run of queries of one image skips one contiguous block of rows)."""
+    changes = torch.nonzero(query_owner[1:] != query_owner[:-1]).flatten() + 1
+    starts = [0, *changes.tolist()]
+    ends = [*changes.tolist(), len(query_owner)]
+    owners = query_owner[starts]
+    row_start = torch.searchsorted(bank_owner, owners, right=False).tolist()
+    row_end = torch.searchsorted(bank_owner, owners, right=True).tolist()
+    return [(q0, q1, r0, r1) for q0, q1, r0, r1 in zip(starts, ends, row_start, row_end) if r1 > r0]
+
+
+def _shortlist_distance(queries: torch.Tensor, bank: torch.Tensor, query_owner: torch.Tensor | None,
+                        bank_owner: torch.Tensor | None, block: int, candidates: int) -> torch.Tensor:
+    prepared = ShortlistBank(bank, candidates)
+    sorted_owner = bank_owner is not None and bool((bank_owner[1:] >= bank_owner[:-1]).all())
+    query_step = max(1, block // prepared.exact.shape[0])
+    out = torch.empty(queries.shape[0])
+    for qs in range(0, queries.shape[0], query_step):
+        query = queries[qs:qs + query_step]
+        skip = skip_mask = None
+        if query_owner is not None:
+            owner = query_owner[qs:qs + query_step]
+            if sorted_owner:
+                skip = _owner_ranges(owner.cpu(), bank_owner.cpu())
+            else:
+                skip_mask = owner[:, None] == bank_owner[None, :]
+        out[qs:qs + query_step] = prepared.nearest_squared(query, skip, skip_mask).clamp_min(0).sqrt()
+    return out
+
+
 class PatchMemoryHead(DetectorHead):
     """Training-free head: ``n_memories`` banks of ``M`` stored training patches each; a patch's score is its
     nearest-neighbour L2 distance to each bank, combined over the banks by ``aggregate`` ("max" or "mean").
@@ -85,8 +123,13 @@ class PatchMemoryHead(DetectorHead):
     trainable = False
     data_sized_buffers: tuple[str, ...] = ("memory", "owner")
 
-    def __init__(self, dim: int, *, n_memories: int, fp16: bool, top_k: float, aggregate: str = "mean") -> None:
+    def __init__(self, dim: int, *, n_memories: int, fp16: bool, top_k: float, aggregate: str = "mean",
+                 candidates: int = 0, query_stride: int = 1, refine: float = 0.05) -> None:
         super().__init__()
+        # CPU speed-ups (a GPU, and an exported graph, always score every patch exactly):
+        self.candidates = candidates  # > 0: bfloat16 shortlist (fast_search); 0: exact float32
+        self.query_stride = query_stride  # > 1: coarse-to-fine scoring (coarse_fine) ...
+        self.refine = refine  # ... refining this fraction of the lattice's highest patches
         if aggregate not in ("max", "mean"):
             raise ValueError(f"aggregate must be 'max' or 'mean', got {aggregate!r}")
         self.dim = dim
@@ -107,7 +150,8 @@ class PatchMemoryHead(DetectorHead):
         self._check_features(features)
         if features.shape[0] < 2:
             raise ValueError(f"a patch memory needs at least 2 training images, got {features.shape[0]}")
-        index = self._select(features).cpu()
+        # Sorted, each memory holds its images' patches in contiguous runs: leave-one-out skips a range.
+        index = self._select(features).cpu().sort(dim=1).values
         n_memories = self.memory.shape[0]
         if index.dim() != 2 or index.shape[0] != n_memories:
             raise RuntimeError(f"_select returned shape {tuple(index.shape)}, expected ({n_memories}, M)")
@@ -137,7 +181,8 @@ class PatchMemoryHead(DetectorHead):
         combined = None
         for memory, owner in zip(self.memory, self.owner):
             dist = nearest_distance(patches, memory, query_owner=query_owner,
-                                    bank_owner=owner if query_owner is not None else None)
+                                    bank_owner=owner if query_owner is not None else None,
+                                    candidates=self.candidates)
             if combined is None:
                 combined = dist
             else:
@@ -148,8 +193,18 @@ class PatchMemoryHead(DetectorHead):
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
         self._check_features(features)
-        n, _, h, w = features.shape
-        return self._distances(flat_patches(features), None).view(n, h, w)
+        return coarse_to_fine(features, lambda patches, _: self._distances(patches, None),
+                              stride=self._stride(features), refine=self.refine, min_refine=self._min_refine(features))
+
+    def _min_refine(self, features: torch.Tensor) -> int:
+        # Refine at least twice as many lattice patches as the image score averages over.
+        return 2 * math.ceil(self.top_k * features.shape[2] * features.shape[3])
+
+    def _stride(self, features: torch.Tensor) -> int:
+        # A grid under 24 patches a side (below 192 px) is cheap already and too coarse to skip patches.
+        tracing = torch.jit.is_tracing() or torch.compiler.is_exporting()
+        small = min(features.shape[2], features.shape[3]) < 24
+        return 1 if tracing or small or features.device.type != "cpu" else self.query_stride
 
     @torch.no_grad()
     def training_scores(self, features: torch.Tensor, batch_size: int = 8,
@@ -174,9 +229,10 @@ class PatchMemoryHead(DetectorHead):
         out = []
         for start in range(0, n, batch_size):
             batch = features[start:start + batch_size].to(device)
-            owner = torch.arange(start, start + batch.shape[0], device=device, dtype=torch.int32)
-            patch = self._distances(flat_patches(batch), owner.repeat_interleave(h * w))
-            out.append(patch.view(batch.shape[0], h, w).cpu())
+            patch = coarse_to_fine(batch, lambda patches, owner: self._distances(patches, owner.to(device)),
+                                   stride=self._stride(batch), refine=self.refine,
+                                   min_refine=self._min_refine(batch), first_image=start)
+            out.append(patch.cpu())
             if progress is not None:
                 progress(min(start + batch_size, n), n)
         return torch.cat(out)

@@ -1,0 +1,125 @@
+"""The memory's CPU speed-ups on real tile features: the bfloat16 shortlist gives the exact float32 nearest
+distances, coarse-to-fine scoring keeps the image scores and the highest patches, and the fast head ranks
+images as the exact one does."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from comet_studio.core import AnomalyModel, BackboneConfig, ModelConfig, TrainConfig
+from comet_studio.core.config import MemoryConfig
+from comet_studio.core.data import scan_folder
+from comet_studio.core.detectors.base import top_k_mean
+from comet_studio.core.detectors.coarse_fine import coarse_to_fine
+from comet_studio.core.detectors.fast_search import ShortlistBank, native_bf16
+from comet_studio.core.detectors.memory import MemoryHead
+from comet_studio.core.detectors.nearest import flat_patches, nearest_distance
+
+EXACT = MemoryConfig(candidates=0, query_stride=1)
+
+
+def _brute(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """(Q, M) distances by explicit differences (cdist's matmul path rounds a zero to ~0.04)."""
+    return torch.cat([(q[:, None] - bank[None]).square().sum(-1).sqrt() for q in queries.split(64)])
+
+
+@pytest.fixture(scope="module")
+def tiles(planted_folder):
+    """Features (27, D, 16, 16) of 24 good tiles and 3 painted defects (the last three)."""
+    root, _ = planted_folder
+    model = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=128)), train=TrainConfig(device="cpu"))
+    return model.extract(scan_folder(root).paths)
+
+
+def test_shortlist_finds_the_exact_nearest_distance(tiles):
+    patches = flat_patches(tiles).float()
+    bank = patches[torch.randperm(len(patches), generator=torch.Generator().manual_seed(0))[:1000]]
+    queries = patches[:700]
+    exact = _brute(queries, bank).min(dim=1).values
+    got = ShortlistBank(bank, candidates=4).nearest_squared(queries).sqrt()
+    assert torch.allclose(got, exact, rtol=1e-4, atol=1e-3)
+
+
+def test_shortlist_skips_rows_by_range_and_by_mask(tiles):
+    patches = flat_patches(tiles[:6]).float()  # image i owns rows i*256 ... (i+1)*256 - 1
+    owner = torch.arange(6, dtype=torch.int32).repeat_interleave(256)
+    queries, query_owner = patches[::7], owner[::7]
+    full = _brute(queries, patches)
+    full[query_owner[:, None] == owner[None, :]] = math.inf
+    expected = full.min(dim=1).values
+    prepared = ShortlistBank(patches, candidates=4)
+    ranges = [(int(q0), int(q1), int(o) * 256, (int(o) + 1) * 256)
+              for o in range(6) for q0, q1 in [_run(query_owner, o)]]
+    assert torch.allclose(prepared.nearest_squared(queries, skip=ranges).sqrt(), expected, rtol=1e-4)
+    mask = query_owner[:, None] == owner[None, :]
+    assert torch.allclose(prepared.nearest_squared(queries, skip_mask=mask).sqrt(), expected, rtol=1e-4)
+    # The public search gives the same, whichever path this CPU takes.
+    got = nearest_distance(queries, patches, query_owner=query_owner, bank_owner=owner, candidates=4)
+    assert torch.allclose(got, expected, rtol=1e-4)
+
+
+def _run(owner: torch.Tensor, value: int) -> tuple[int, int]:
+    where = torch.nonzero(owner == value).flatten()
+    return int(where[0]), int(where[-1]) + 1
+
+
+def test_a_query_with_nothing_left_is_infinitely_far():
+    bank = torch.randn(10, 4)
+    got = ShortlistBank(bank, candidates=2).nearest_squared(bank[:3], skip=[(0, 3, 0, 10)])
+    assert torch.isinf(got).all()
+
+
+def test_coarse_to_fine_scores_the_lattice_and_the_top_exactly(tiles):
+    head = MemoryHead(tiles.shape[1], EXACT, seed=0)
+    head.fit_statistics(tiles[:20])
+    exact = head.patch_scores(tiles[20:])
+
+    def score(patches, _owner):
+        return head._distances(patches, None)
+
+    fast = coarse_to_fine(tiles[20:], score, stride=2, refine=0.05)
+    assert torch.equal(fast[:, ::2, ::2], exact[:, ::2, ::2])  # the lattice is scored exactly
+    # Each image's highest patch and its top-1% mean (the image score) are the exact ones.
+    assert torch.allclose(fast.flatten(1).max(dim=1).values, exact.flatten(1).max(dim=1).values)
+    assert torch.allclose(top_k_mean(fast, 0.01), top_k_mean(exact, 0.01), rtol=1e-3)
+    # Refining everything is the exact map; stride 1 is the plain full pass.
+    assert torch.allclose(coarse_to_fine(tiles[20:], score, stride=2, refine=1.0), exact)
+    assert torch.allclose(coarse_to_fine(tiles[20:], score, stride=1, refine=0.05), exact)
+
+
+@pytest.fixture(scope="module")
+def tiles_256(planted_folder):
+    root, _ = planted_folder
+    model = AnomalyModel(ModelConfig(), train=TrainConfig(device="cpu"))
+    return model.extract(scan_folder(root).paths)
+
+
+def test_fast_memory_ranks_like_the_exact_one(tiles_256):
+    """Default (bfloat16 shortlist + coarse-to-fine at 256 px) against exact: leave-one-out training
+    scores and test scores agree to 0.5% (most exactly) and the painted defects still rank highest."""
+    heads = [MemoryHead(tiles_256.shape[1], config, seed=0) for config in (EXACT, MemoryConfig())]
+    for head in heads:
+        head.fit_statistics(tiles_256)
+    assert heads[1]._stride(tiles_256) == 2
+    exact, fast = (head.training_scores(tiles_256).numpy() for head in heads)
+    assert np.allclose(fast, exact, rtol=5e-3)
+    assert np.mean(np.isclose(fast, exact, rtol=1e-4)) >= 0.75
+    assert set(np.argsort(fast)[-3:]) == {24, 25, 26}
+    test_exact, test_fast = (head.image_scores(tiles_256[::3]).numpy() for head in heads)
+    assert np.allclose(test_fast, test_exact, rtol=5e-3)
+
+
+def test_small_grids_gpus_and_exports_score_every_patch(tiles, tiles_256):
+    head = MemoryHead(tiles.shape[1], MemoryConfig(), seed=0)
+    assert head._stride(tiles_256) == 2
+    assert head._stride(tiles) == 1  # 16 x 16 patches: cheap already
+    assert head._stride(tiles_256.to("meta")) == 1  # any non-CPU device: exact, every patch
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16: the exact search is used")
+def test_native_bfloat16_is_used_when_it_is_faster():
+    assert native_bf16() is True
