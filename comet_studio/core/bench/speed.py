@@ -6,6 +6,7 @@ weights are not installed is reported as ``unavailable: <reason>`` instead of fa
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import BACKBONES, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig, config_to_dict
+from ..config import BACKBONES, BackboneConfig, MemoryConfig, ModelConfig, TrainConfig, config_to_dict
 from ..data.transforms import load_resized, to_tensor
 from ..features import BackboneUnavailableError, resolve_device
 from ..model import AnomalyModel
@@ -24,16 +25,20 @@ __all__ = ["SpeedConfig", "speed_images", "speed_bench", "speed_markdown"]
 @dataclass(frozen=True, kw_only=True)
 class SpeedConfig:
     """What to time. ``n_images`` real images are used for extraction (decoding included; best of
-    ``repeats`` passes) and training; inference (backbone + head + map + post-processing on decoded
-    tensors) times ``repeats`` passes at batch 1 and at batch 16 after one warm-up batch each."""
+    ``repeats`` passes) and training: SimpleNet with the default strategy (``rounds`` and
+    ``steps_per_round``: ``None`` = TrainConfig's), the memory ensemble's fit (its leave-one-out pass) with
+    the default search and, with ``exact_reference``, with the exact float32 search over every patch;
+    inference (backbone + head + map + post-processing on up to 32 decoded images) times ``repeats``
+    passes at batch 1 and at batch 16 after one warm-up batch each."""
 
     backbones: tuple[str, ...] = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
     image_size: int = 256
     device: str = "auto"
     n_images: int = 32
-    rounds: int = 3
-    steps_per_round: int = 10
+    rounds: int | None = None
+    steps_per_round: int | None = None
     repeats: int = 3
+    exact_reference: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backbones", tuple(self.backbones))
@@ -42,7 +47,7 @@ class SpeedConfig:
             raise ValueError(f"unknown or no backbone(s) {bad}; choose from {list(BACKBONES)}")
         if self.n_images < 4:
             raise ValueError(f"n_images must be >= 4 (training needs a few images), got {self.n_images}")
-        if self.rounds < 1 or self.steps_per_round < 1 or self.repeats < 1:
+        if (self.rounds or 1) < 1 or (self.steps_per_round or 1) < 1 or self.repeats < 1:
             raise ValueError("rounds, steps_per_round and repeats must be >= 1")
         BackboneConfig(image_size=self.image_size)  # validates the size now
 
@@ -67,25 +72,25 @@ def _throughput(model: AnomalyModel, images: torch.Tensor, batch: int, repeats: 
     return repeats * sum(len(x) for x in batches) / (time.perf_counter() - start)
 
 
-def _memory_fit_seconds(config: SpeedConfig, backbone: BackboneConfig, paths: Sequence[str],
-                        features: torch.Tensor) -> float | str:
+def _memory(config: SpeedConfig, backbone: BackboneConfig, paths: Sequence[str], features: torch.Tensor,
+            images: torch.Tensor, memory: MemoryConfig) -> dict:
+    """Fit seconds (the leave-one-out pass over every training image) and inference img/s of one memory."""
     try:
-        model = AnomalyModel(ModelConfig(detector="memory", backbone=backbone),
-                             train=TrainConfig(device=config.device))
-        seconds = []
-        for _ in range(2):  # the first fit pays one-off costs; report the faster
-            start = time.perf_counter()
-            model.fit(paths, features=features)
-            seconds.append(time.perf_counter() - start)
-        return min(seconds)
+        model = AnomalyModel(ModelConfig(detector="memory", backbone=backbone, memory=memory),
+                             train=TrainConfig(device=config.device, prior="none"))
+        start = time.perf_counter()
+        model.fit(paths, features=features)
+        fit = time.perf_counter() - start
     except (ImportError, ValueError, RuntimeError) as error:
-        return f"unavailable: {type(error).__name__}: {error}"
+        return {"fit_seconds": f"unavailable: {type(error).__name__}: {error}"}
+    return {"fit_seconds": fit, "inference_images_per_second_batch16": _throughput(model, images, 16, config.repeats)}
 
 
 def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig) -> dict:
     backbone = BackboneConfig(name=name, image_size=config.image_size)
-    train = TrainConfig(rounds=config.rounds, steps_per_round=config.steps_per_round, comet=CoMetConfig(),
-                        device=config.device)
+    train = TrainConfig(device=config.device)  # the default strategy, rounds and steps unless overridden
+    train = dataclasses.replace(train, rounds=config.rounds or train.rounds,
+                                steps_per_round=config.steps_per_round or train.steps_per_round)
     model = AnomalyModel(ModelConfig(detector="simplenet", backbone=backbone), train=train)
     try:
         model.extract(paths[:2])  # builds the backbone (and fails here when its weights are missing)
@@ -101,16 +106,24 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig) -> dict:
     fit_seconds = time.perf_counter() - start
     # Round 0 carries one-off costs (CUDA context, cuDNN autotuning, allocator growth): time the rest.
     rounds = [h["seconds"] for h in model.result_.history][1:] or [h["seconds"] for h in model.result_.history]
-    images = to_tensor([load_resized(p, config.image_size) for p in paths[:16]])
-    return {
+    images = to_tensor([load_resized(p, config.image_size) for p in paths[:32]])
+    result = {
         "feature_dim": int(features.shape[1]), "grid": list(features.shape[2:]),
         "extract_images_per_second": len(paths) / min(extract_seconds),
         "simplenet_comet_seconds_per_round": sum(rounds) / max(len(rounds), 1),
         "simplenet_comet_fit_seconds": fit_seconds,
-        "memory_fit_seconds": _memory_fit_seconds(config, backbone, paths, features),
         "inference_images_per_second_batch1": _throughput(model, images, 1, config.repeats),
         "inference_images_per_second_batch16": _throughput(model, images, 16, config.repeats),
     }
+    fast = _memory(config, backbone, paths, features, images, MemoryConfig())
+    result["memory_fit_seconds"] = fast["fit_seconds"]
+    result["memory_inference_images_per_second_batch16"] = fast.get("inference_images_per_second_batch16", "")
+    if config.exact_reference:  # the exact float32 search over every patch, timed in the same run
+        exact = _memory(config, backbone, paths, features, images, MemoryConfig(candidates=0, query_stride=1))
+        result["memory_exact_fit_seconds"] = exact["fit_seconds"]
+        result["memory_exact_inference_images_per_second_batch16"] = exact.get(
+            "inference_images_per_second_batch16", "")
+    return result
 
 
 def speed_images(root: str | Path, n: int) -> list[str]:
@@ -150,17 +163,20 @@ def speed_markdown(result: dict) -> str:
     lines = ["# CoMet Studio speed", "",
              f"Device {result['device']} ({result['device_name']}), torch {result['torch']}, "
              f"{result['torch_threads']} torch thread(s); image size {s['image_size']}, {result['n_images']} "
-             f"real images; SimpleNet + CoMet, {s['rounds']} rounds x {s['steps_per_round']} steps "
-             f"(s/round: mean after the first round; extraction includes JPEG decoding; inference is the whole "
-             f"module on decoded tensors).", "",
-             "| backbone | extract img/s | s/round (SimpleNet+CoMet) | memory fit s | infer img/s @1 | "
-             "infer img/s @16 |", "|---|---|---|---|---|---|"]
+             f"real images. SimpleNet with the default strategy (fit s: the whole training; s/round: mean after "
+             f"the first round); memory fit s: its leave-one-out pass, default search and (exact) the float32 "
+             f"search over every patch; extraction includes JPEG decoding; inference is the whole module on "
+             f"decoded tensors.", "",
+             "| backbone | extract img/s | SimpleNet fit s | s/round | infer img/s @1 | infer img/s @16 | "
+             "memory fit s | memory img/s @16 | memory (exact) fit s | memory (exact) img/s @16 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["backbones"].items():
         if "unavailable" in r:
-            lines.append(f"| {name} | unavailable: {r['unavailable']} | | | | |")
+            lines.append(f"| {name} | unavailable: {r['unavailable']} | | | | | | | | |")
             continue
-        lines.append(f"| {name} | {_fmt(r['extract_images_per_second'])} | "
-                     f"{_fmt(r['simplenet_comet_seconds_per_round'])} | {_fmt(r['memory_fit_seconds'])} | "
-                     f"{_fmt(r['inference_images_per_second_batch1'])} | "
-                     f"{_fmt(r['inference_images_per_second_batch16'])} |")
+        keys = ("extract_images_per_second", "simplenet_comet_fit_seconds", "simplenet_comet_seconds_per_round",
+                "inference_images_per_second_batch1", "inference_images_per_second_batch16", "memory_fit_seconds",
+                "memory_inference_images_per_second_batch16", "memory_exact_fit_seconds",
+                "memory_exact_inference_images_per_second_batch16")
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |")
     return "\n".join(lines) + "\n"
