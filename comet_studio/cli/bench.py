@@ -11,6 +11,7 @@ from pathlib import Path
 
 from comet_studio.cli.engine import add_engine_options, engine_from_args
 from comet_studio.cli.progress import StageBars
+from comet_studio.core.detectors.registry import REGISTRY
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES
 
 __all__ = ["add_bench_parser", "cmd_bench"]
@@ -46,7 +47,7 @@ def add_bench_parser(sub) -> None:
                    help=f"comma-separated strategies (core/training/presets.py): {', '.join(STRATEGIES)}; "
                         f"{DEFAULT_STRATEGY} is the default strategy")
     p.add_argument("--models", type=_list(str, "--models"), default=("simplenet",),
-                   help="comma-separated: simplenet, flow, memory, patchcore")
+                   help=f"comma-separated detectors: {', '.join(REGISTRY)}")
     p.add_argument("--seeds", type=_list(int, "--seeds"), default=(0,))
     p.add_argument("--protocol", default="move", choices=["move", "overlap"],
                    help="move: planted images leave the test set; overlap: they stay in it too")

@@ -9,14 +9,15 @@ import json
 from dataclasses import replace
 
 from comet_studio.core.config import BACKBONES
+from comet_studio.core.detectors.registry import REGISTRY, detector_names
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES, strategy_config
 
 __all__ = ["add_model_options", "configs_from_args"]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="simplenet", choices=["simplenet", "flow", "memory", "patchcore"],
-                   help="detector head (memory and patchcore are training-free)")
+    p.add_argument("--model", default="simplenet", choices=list(REGISTRY),
+                   help=f"detector head ({' and '.join(detector_names(trains=False))} are training-free)")
     p.add_argument("--backbone", default="efficientnet-lite0", choices=list(BACKBONES))
     p.add_argument("--image-size", type=int, default=256, help="square input size (multiple of 32)")
     p.add_argument("--epochs", "--rounds", dest="rounds", type=int, default=None, help="training rounds")

@@ -14,7 +14,8 @@ from typing import Any
 import gradio as gr
 import torch
 
-from ...core.config import BACKBONES, DETECTORS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+from ...core.config import BACKBONES, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+from ...core.detectors.registry import REGISTRY
 from ...core.training.presets import comet_parts
 from ...viz.training import training_curves
 from ..context import AppContext, user_of
@@ -141,7 +142,7 @@ def create_ui(ctx: AppContext) -> TrainUI:
             with gr.Column(scale=1, min_width=300):
                 preset = gr.Radio(list(PRESETS), value="CoMet", label="Strategy")
                 parts = gr.CheckboxGroup(list(PARTS), value=PRESETS["CoMet"], label="CoMet parts")
-                detector = gr.Dropdown(list(DETECTORS), value="simplenet", label="Detector head")
+                detector = gr.Dropdown(list(REGISTRY), value="simplenet", label="Detector head")
                 backbone = gr.Dropdown(list(BACKBONES), value="efficientnet-lite0", label="Backbone")
                 image_size = gr.Dropdown(IMAGE_SIZES, value=256 if gpu else 128, label="Image size (px)",
                                          elem_id="train-image-size")

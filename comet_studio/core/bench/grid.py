@@ -9,14 +9,13 @@ from typing import Literal
 
 from ..config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig
 from ..data.mvtec import is_mvtec_category
+from ..detectors.registry import REGISTRY
 from ..training.presets import STRATEGIES, strategy_config
 
 __all__ = ["METHODS", "MODELS", "BenchConfig", "Cell", "build_cells", "find_categories", "cell_configs"]
 
 METHODS = tuple(STRATEGIES)  # a bench method is a training strategy
-# "patchcore" is accepted here so that a bench asking for it records a clear per-cell error when this
-# install's ModelConfig does not know that detector, instead of refusing the whole grid.
-MODELS = ("simplenet", "flow", "memory", "patchcore")
+MODELS = tuple(REGISTRY)  # a bench model is a registered detector
 
 
 def _check(condition: bool, message: str) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..._version import __version__
+from ..detectors.registry import detector_spec
 from ..inference import Scores
 from .atomic import atomic_path
 from .checkpoint import FORMAT_VERSION, write_checkpoint_file
@@ -54,6 +55,10 @@ def export_model(model, path: str | Path, format: ExportFormat = "onnx", *, veri
     """
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, got {format!r}")
+    exports = detector_spec(model.config.detector).exports
+    if format not in exports:
+        raise ExportError(f"the {model.config.detector} detector cannot be exported as {format}; it exports "
+                          f"{', '.join(exports)}")
     path = Path(path)
     tensors, meta = model.checkpoint()  # raises NotFittedError before any file is touched
     if format == "safetensors":
