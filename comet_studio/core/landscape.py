@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,10 +19,9 @@ import torch
 
 from .detectors.base import DetectorHead
 from .features.cache import StopRequested
+from .progress import Progress
 
 __all__ = ["LandscapeConfig", "LossLandscape", "filter_normalised_direction", "loss_landscape"]
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ from .features import FeatureExtractor, extract_features, resolve_device
 from .inference import InferenceModel, Scores
 from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .postprocess import PostProcessor
+from .progress import Progress
 from .quiet import quiet_stdout
 from .training import CoMetTrainer, FitResult, RoundEvent
 from .training.opinion import memory_opinion
@@ -27,7 +28,6 @@ from .training.weighting import Override
 __all__ = ["AnomalyModel", "NotFittedError", "Prediction"]
 
 ImageItem = str | Path | np.ndarray
-Progress = Callable[[str, int, int], None]
 
 
 class NotFittedError(RuntimeError):

@@ -8,7 +8,7 @@ the scores equal PyTorch's. (A production line can feed raw frames instead; see 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +16,10 @@ import numpy as np
 from .data.transforms import load_resized
 from .inference import Scores
 from .model import ImageItem, Prediction
+from .progress import Progress
 
 __all__ = ["OnnxModelError", "OnnxPredictor"]
 
-Progress = Callable[[str, int, int], None]
 _INPUT = "images"
 
 

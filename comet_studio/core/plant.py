@@ -34,13 +34,13 @@ from .distributed.engine import Engine, LocalEngine, describe_error
 from .features.cache import StopRequested
 from .io.atomic import write_csv_atomic
 from .io.trainer_state import STATE_FILE
+from .progress import Progress
 from .run import train_run, training_folder
 
 __all__ = ["SUMMARY_COLUMNS", "PlantCategory", "CategoryJob", "PlantResult", "find_plant_categories",
            "finished_run", "train_category", "train_all", "read_summary", "format_summary"]
 
 Layout = Literal["mvtec", "folder"]
-Progress = Callable[[str, int, int], None]
 SUMMARY_COLUMNS = ("category", "layout", "images", "skipped_files", "rejected", "seconds", "status", "error",
                    "run_dir")
 # Where a run trains, not what it learns: a run finished on another device still counts as finished.

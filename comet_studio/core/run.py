@@ -40,6 +40,7 @@ from .features import StopRequested, resolve_device
 from .io.atomic import atomic_path, write_text_atomic
 from .io.trainer_state import STATE_FILE, read_trainer_state, write_trainer_state
 from .model import AnomalyModel
+from .progress import Progress
 from .training.state import TrainerState
 from .training.trainer import RoundEvent
 from .training.weighting import Override
@@ -47,7 +48,6 @@ from .training.weighting import Override
 __all__ = ["RunResult", "training_folder", "train_run", "read_samples", "read_overrides", "write_overrides",
            "read_distrusted"]
 
-Progress = Callable[[str, int, int], None]
 logger = logging.getLogger(__name__)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,10 +17,9 @@ import torch
 from ..config import BackboneConfig, ModelConfig, TrainConfig, config_to_dict
 from ..io.atomic import atomic_path
 from ..model import AnomalyModel
+from ..progress import Progress
 
 __all__ = ["FeatureStore", "load_or_extract", "cache_path"]
-
-Progress = Callable[[str, int, int], None]
 
 
 class FeatureStore:

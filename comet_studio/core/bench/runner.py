@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 from ..config import save_json
 from ..data import load_mvtec
 from ..io.atomic import write_csv_atomic
+from ..progress import Progress
 from .cell import COLUMNS, COUNT_COLUMNS, LATER_COLUMNS, METRIC_COLUMNS, cap_train, run_cell
 from .features import load_or_extract
 from .grid import BenchConfig, Cell, build_cells, find_categories
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from ..distributed.engine import Engine
 
 __all__ = ["COLUMNS", "BenchResult", "run_bench", "run_cell", "read_results", "cap_train"]
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..predict import Predictor, load_predictor
+from ..progress import CountProgress
 from .engine import ENGINES, make_engine, require_ray
 from .listing import iter_blocks, iter_listing, to_columns
-from .stages import (TABLE_COLUMNS, PredictSummary, Progress, TableFormat, TableWriter, decode_batch, input_size,
+from .stages import (TABLE_COLUMNS, PredictSummary, TableFormat, TableWriter, decode_batch, input_size,
                      prepare_out, score_batch, write_heatmaps)
 
 __all__ = ["TableFormat", "TABLE_COLUMNS", "PredictSummary", "input_size", "decode_batch", "score_batch",
@@ -48,7 +49,7 @@ def _decoded_blocks(inputs: Sequence[str | Path], batch_size: int, size: int, ba
 
 def predict_local(predictor: Predictor, inputs: Sequence[str | Path], out_dir: str | Path, *,
                   heatmaps: bool = False, fmt: TableFormat = "csv", batch_size: int = 32,
-                  progress: Progress | None = None) -> PredictSummary:
+                  progress: CountProgress | None = None) -> PredictSummary:
     """Run the stages in this process, one batch at a time."""
     out, heat_dir = prepare_out(out_dir, heatmaps)
     size, base = input_size(predictor), os.getcwd()
@@ -71,7 +72,7 @@ def predict_local(predictor: Predictor, inputs: Sequence[str | Path], out_dir: s
 def predict_images(source: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *,
                    engine: str = "local", address: str | None = None, device: str = "auto",
                    heatmaps: bool = False, fmt: TableFormat = "csv", batch_size: int = 32,
-                   workers: int | None = None, progress: Progress | None = None) -> PredictSummary:
+                   workers: int | None = None, progress: CountProgress | None = None) -> PredictSummary:
     """Score every image of ``inputs`` (image files, folders, text files of paths) with the model at
     ``source`` (a run folder, its ``model/`` folder, an exported ``.safetensors`` or ``.onnx`` file).
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from ..progress import CountProgress
 from .listing import SpoolBlock, read_spool_block, spool_listing, to_columns
-from .stages import (PredictSummary, Progress, TableFormat, TableWriter, decode_batch, prepare_out, score_batch,
+from .stages import (PredictSummary, TableFormat, TableWriter, decode_batch, prepare_out, score_batch,
                      write_heatmaps)
 
 __all__ = ["predict_ray", "default_workers"]
@@ -65,7 +66,7 @@ def default_workers() -> int:
 
 def predict_ray(source: str | Path, size: int, inputs: Sequence[str | Path], out_dir: str | Path, *,
                 device: str = "auto", heatmaps: bool = False, fmt: TableFormat = "csv", batch_size: int = 32,
-                workers: int | None = None, progress: Progress | None = None) -> PredictSummary:
+                workers: int | None = None, progress: CountProgress | None = None) -> PredictSummary:
     """Score ``inputs`` with ``workers`` actors (default ``default_workers()``) and write the same table and
     heatmaps as ``predict_local``. ``size`` is the model's input size (the driver loaded the model once)."""
     out, heat_dir = prepare_out(out_dir, heatmaps)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,12 +20,11 @@ from ..data.transforms import load_resized
 from ..predict import Predictor
 from ..visualize import overlay_heatmap
 
-__all__ = ["TableFormat", "TABLE_COLUMNS", "Progress", "PredictSummary", "input_size", "decode_batch",
+__all__ = ["TableFormat", "TABLE_COLUMNS", "PredictSummary", "input_size", "decode_batch",
            "score_batch", "heatmap_name", "write_heatmaps", "TableWriter", "prepare_out"]
 
 TableFormat = Literal["csv", "parquet"]
 TABLE_COLUMNS = ("path", "score", "raw_score", "label", "heatmap", "error")
-Progress = Callable[[int], None]  # rows written so far (the total is unknown while the listing streams)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..data.images import read_mask
 from ..data.mvtec import LabelledImage
+from ..progress import Progress
 from .metrics import aupro, f1_max, image_auroc, pixel_auroc
 
 __all__ = ["evaluate_model", "verdict_quality"]
@@ -30,7 +31,7 @@ def _masks(items: Sequence[LabelledImage], size: int) -> np.ndarray:
 
 
 def evaluate_model(model, items: Sequence[LabelledImage], *, features=None,
-                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, float]:
+                   progress: Progress | None = None) -> dict[str, float]:
     """Image AUROC, F1-max, pixel AUROC and AUPRO of ``model`` (an AnomalyModel) on ``items``.
     Masks are compared at the model's input resolution."""
     prediction = model.predict_features(features) if features is not None else \
