@@ -30,9 +30,12 @@ logger = logging.getLogger(__name__)
 
 KEY_COLUMNS = ("category", "model", "method", "noise", "seed", "protocol")
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "verdict_precision", "verdict_recall",
-                  "planted_in_lowest", "planted_auroc", "rejection_precision", "rejection_recall", "fit_seconds")
+                  "planted_in_lowest", "planted_auroc", "rejection_precision", "rejection_recall", "fit_seconds",
+                  "predict_images_per_second")
 # Metrics added after the first results.csv files were written: read back as NaN from older rows.
-LATER_COLUMNS = ("verdict_precision", "verdict_recall")
+# predict_images_per_second: end to end from the files, measured for peer rows (``peers.py``); the grid's own
+# cells score cached features, so theirs is NaN.
+LATER_COLUMNS = ("verdict_precision", "verdict_recall", "predict_images_per_second")
 COUNT_COLUMNS = ("n_train", "n_planted", "n_test")
 COLUMNS = KEY_COLUMNS + METRIC_COLUMNS + COUNT_COLUMNS + ("error", "finished")
 
