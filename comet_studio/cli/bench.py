@@ -62,6 +62,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-png", action="store_true", help="write the charts as HTML only")
+    p.add_argument("--peers", type=_list(str, "--peers"), default=(),
+                   help="also run other tools on every cell, timed in the same run: anomalib (its PatchCore and "
+                        "PaDiM; needs the extra: pip install -e \".[peers]\")")
     p.add_argument("--speed", action="store_true", help="time feature extraction, training and inference")
     p.add_argument("--speed-images", type=int, default=32, help="--speed: real images to time on")
     add_engine_options(p, jobs="one task per category's feature extraction, then one per grid cell (grid only)")
@@ -87,12 +90,18 @@ def _grid(args: argparse.Namespace) -> int:
                          categories=args.categories, protocol=args.protocol, backbone=args.backbone,
                          image_size=args.image_size, rounds=args.rounds, steps_per_round=args.steps,
                          max_train=args.max_train, device=args.device)
+    if args.peers:  # before any work: a missing extra says how to install it
+        from comet_studio.core.bench.peers import check_peers, run_peers
+
+        check_peers(args.peers)
     bars = StageBars()
     try:
         with engine_from_args(args) as engine:  # checks --address too
             # --engine local keeps the sequential loop (features stay in memory between cells).
             result = run_bench(args.data_root, args.out, config, progress=bars, png=not args.no_png,
                                engine=engine if args.engine == "ray" else None)
+        if args.peers:  # in this process, after our cells; rewrites results.md and writes peers.md
+            run_peers(args.data_root, args.out, config, peers=args.peers, progress=bars, png=not args.no_png)
     finally:
         bars.close()
     print(result.report.markdown.read_text())
@@ -100,6 +109,8 @@ def _grid(args: argparse.Namespace) -> int:
           f"{result.failed} failed; features extracted now for {result.extracted} image(s)")
     if result.failed:
         print("failed cells keep their error in results.csv and results.md; a rerun into --out retries them")
+    if args.peers:
+        print((Path(args.out) / "peers.md").read_text())
     print(f"charts: {', '.join(str(p) for p in result.report.html + result.report.png) or 'none'}")
     if result.report.png_error:
         print(f"PNG charts not written: {result.report.png_error}")
