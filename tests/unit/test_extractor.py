@@ -1,0 +1,58 @@
+"""FeatureExtractor directly: shapes from the dry run, frozen weights, deterministic and batch-independent
+features, the per-layer channel cap, and a clear error for an unknown layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from comet_studio.core.config import BackboneConfig
+from comet_studio.core.features.extractor import FeatureExtractor
+from tests.conftest import TINY, good_tiles
+
+
+@pytest.fixture(scope="module")
+def extractor() -> FeatureExtractor:
+    return FeatureExtractor(BackboneConfig(image_size=TINY))
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize((TINY, TINY)), dtype=np.float32) / 255
+              for p in good_tiles(3)]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def test_dry_run_shapes_match_the_output(extractor, images):
+    features = extractor(images)
+    assert features.shape == (3, extractor.out_dim, *extractor.grid)
+    assert extractor.out_dim <= extractor.config.feature_dim
+    # each layer is pooled to at most per_layer_dim channels (a narrower layer is kept whole)
+    assert extractor.out_dim <= extractor.per_layer_dim * len(extractor.layers)
+    assert torch.isfinite(features).all()
+
+
+def test_frozen_and_always_in_eval(extractor, images):
+    assert not any(p.requires_grad for p in extractor.parameters())
+    extractor.train()
+    assert not extractor.training and not any(m.training for m in extractor.modules())
+    assert not extractor(images).requires_grad
+
+
+def test_features_are_deterministic_and_per_image(extractor, images):
+    batch = extractor(images)
+    assert torch.equal(batch, extractor(images))
+    alone = extractor(images[1:2])
+    assert torch.allclose(batch[1:2], alone, atol=1e-4)  # no batch statistics leak between images
+
+
+def test_different_images_give_different_features(extractor, images):
+    batch = extractor(images)
+    assert not torch.allclose(batch[0], batch[1])
+
+
+def test_unknown_layer_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="unknown layers .*choose from"):
+        FeatureExtractor(BackboneConfig(image_size=TINY, layers=("no_such_layer",)))
