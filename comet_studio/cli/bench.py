@@ -67,6 +67,8 @@ def add_bench_parser(sub) -> None:
                         "PaDiM; needs the extra: pip install -e \".[peers]\")")
     p.add_argument("--speed", action="store_true", help="time feature extraction, training and inference")
     p.add_argument("--speed-images", type=int, default=32, help="--speed: real images to time on")
+    p.add_argument("--speed-skip-exact", action="store_true",
+                   help="--speed: do not also time the memory's exact float32 search (slow on a CPU)")
     add_engine_options(p, jobs="one task per category's feature extraction, then one per grid cell (grid only)")
     p.set_defaults(func=cmd_bench)
 
@@ -130,7 +132,8 @@ def _speed(args: argparse.Namespace) -> int:
     from comet_studio.core.bench import SpeedConfig, speed_bench, speed_images, speed_markdown
 
     config = SpeedConfig(backbones=args.backbones, image_size=args.image_size, device=args.device,
-                         n_images=args.speed_images)
+                         n_images=args.speed_images, rounds=args.rounds, steps_per_round=args.steps,
+                         exact_reference=not args.speed_skip_exact)
     root = Path(args.data_root) if args.data_root else _default_speed_root()
     images = speed_images(root, config.n_images)
     print(f"speed bench on {len(images)} images from {root}; requested device {args.device}, "
