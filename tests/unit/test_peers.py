@@ -107,3 +107,13 @@ def test_the_peer_backbone_is_our_efficientnet_lite0(tiny_mvtec):
     assert np.allclose(theirs["blocks.2"].numpy(), stride8.numpy(), atol=1e-5)
     assert np.allclose(theirs["blocks.4"].numpy(), stride16.numpy(), atol=1e-5)
     assert not math.isnan(float(theirs["blocks.4"].abs().sum()))
+
+
+def test_readme_peer_tables_match_the_raw_rows():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "docs" / "results" / "peers_tables.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, ("README.md's anomalib tables differ from docs/results/cpu_bench_*/{results,peers}"
+                                  f".csv: run `python docs/results/peers_tables.py`\n{done.stderr}")

@@ -39,7 +39,8 @@ from .grid import BenchConfig, Cell, build_cells, cell_configs, find_categories
 from .report import write_report
 from .runner import METRIC_COLUMNS, _row_key, _write_results, cap_train, read_results
 
-__all__ = ["PEERS", "PEER_COLUMNS", "OURS", "check_peers", "run_peers", "read_peer_rows", "peers_markdown"]
+__all__ = ["PEERS", "PEER_COLUMNS", "OURS", "check_peers", "run_peers", "read_peer_rows", "write_peer_rows",
+           "peer_key", "peers_markdown"]
 
 PEERS = ("anomalib",)
 OURS = ("simplenet", DEFAULT_STRATEGY)  # the default the peers are timed against
@@ -165,12 +166,14 @@ def read_peer_rows(path: str | Path) -> list[dict]:
     return rows
 
 
-def _peer_key(row: dict) -> tuple:
+def peer_key(row: dict) -> tuple:
+    """The identity of a peers.csv row (noise rounded, as results.csv's)."""
     return (row["category"], row["model"], f"{float(row['noise']):.6g}", int(row["seed"]), row["protocol"])
 
 
-def _write_peer_rows(path: Path, rows: list[dict]) -> None:
-    write_csv_atomic(path, sorted(rows, key=_peer_key), PEER_COLUMNS, extrasaction="ignore")
+def write_peer_rows(path: Path, rows: list[dict]) -> None:
+    """Replace peers.csv with ``rows`` (sorted, atomically)."""
+    write_csv_atomic(path, sorted(rows, key=peer_key), PEER_COLUMNS, extrasaction="ignore")
 
 
 def _mean(values: list[float]) -> float:
@@ -238,13 +241,13 @@ def run_peers(data_root: str | Path, out_dir: str | Path, config: BenchConfig, *
     out.mkdir(parents=True, exist_ok=True)
     results_path, peers_path = out / "results.csv", out / "peers.csv"
     results = {_row_key(r): r for r in read_results(results_path)}
-    peer_rows = {_peer_key(r): r for r in read_peer_rows(peers_path)}
+    peer_rows = {peer_key(r): r for r in read_peer_rows(peers_path)}
     groups = list(dict.fromkeys(Cell(c.category, "", "", c.noise, c.seed, c.protocol)
                                 for c in build_cells(list(categories), config)))
 
     def pending(cell: Cell) -> list[str]:
         return [m for m in models
-                if (key := _peer_key({"category": cell.category, "model": m, "noise": cell.noise, "seed": cell.seed,
+                if (key := peer_key({"category": cell.category, "model": m, "noise": cell.noise, "seed": cell.seed,
                                       "protocol": cell.protocol})) not in peer_rows or peer_rows[key]["error"]]
 
     todo = [g for g in groups if pending(g)]
@@ -261,9 +264,9 @@ def run_peers(data_root: str | Path, out_dir: str | Path, config: BenchConfig, *
         for name in pending(cell):
             row, peer = _rows(cell, name, data, ours, state, config)
             results[_row_key(row)] = row
-            peer_rows[_peer_key(peer)] = peer
+            peer_rows[peer_key(peer)] = peer
             _write_results(results_path, list(results.values()))
-            _write_peer_rows(peers_path, list(peer_rows.values()))
+            write_peer_rows(peers_path, list(peer_rows.values()))
     if progress is not None:
         progress("peer cells", len(todo), len(todo))
     all_rows = read_results(results_path)
