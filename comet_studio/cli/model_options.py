@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from comet_studio.core.config import BACKBONES
 from comet_studio.core.detectors.registry import REGISTRY, detector_names
+from comet_studio.core.quality import DEFAULT_QUALITY, QUALITY, quality_configs
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES, strategy_config
 
 __all__ = ["add_model_options", "configs_from_args"]
@@ -18,8 +19,13 @@ __all__ = ["add_model_options", "configs_from_args"]
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="simplenet", choices=list(REGISTRY),
                    help=f"detector head ({' and '.join(detector_names(trains=False))} are training-free)")
-    p.add_argument("--backbone", default="efficientnet-lite0", choices=list(BACKBONES))
-    p.add_argument("--image-size", type=int, default=256, help="square input size (multiple of 32)")
+    p.add_argument("--quality", default=DEFAULT_QUALITY, choices=list(QUALITY),
+                   help="speed/strength preset (core/quality.py): "
+                        + "; ".join(f"{name}: {q.summary}" for name, q in QUALITY.items())
+                        + ". --backbone, --image-size and --rounds override it")
+    p.add_argument("--backbone", default=None, choices=list(BACKBONES), help="default: the --quality preset's")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size (multiple of 32; default: the --quality preset's)")
     p.add_argument("--epochs", "--rounds", dest="rounds", type=int, default=None, help="training rounds")
     p.add_argument("--steps", type=int, default=None, help="gradient steps per round")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -49,11 +55,13 @@ def configs_from_args(args: argparse.Namespace):
     """(ModelConfig, TrainConfig) from parsed flags; the only place flags become configs. The strategy
     (``--strategy``, ``--baseline``, ``--refine``) gives the CoMet, prior and trust settings; ``--no-*`` switch
     CoMet parts off on top of it, ``--iqr-k`` and ``--prior`` replace its values."""
-    from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig
+    from comet_studio.core.config import BackboneConfig, ModelConfig, config_to_dict
 
-    model = ModelConfig(detector=args.model, backbone=BackboneConfig(name=args.backbone, image_size=args.image_size))
+    model, base = quality_configs(getattr(args, "quality", DEFAULT_QUALITY), ModelConfig(detector=args.model))
+    backbone = {k: v for k, v in (("name", args.backbone), ("image_size", args.image_size)) if v is not None}
+    model = replace(model, backbone=BackboneConfig(**{**config_to_dict(model.backbone), **backbone}))
     extra = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
-    base = TrainConfig(device=args.device, seed=args.seed, fp16_cache=args.fp16_cache, **extra)
+    base = replace(base, device=args.device, seed=args.seed, fp16_cache=args.fp16_cache, **extra)
     train = strategy_config(_strategy_name(args), base)
     comet = replace(train.comet, soft_weights=train.comet.soft_weights and not args.no_scl,
                     meta=train.comet.meta and not args.no_meta,

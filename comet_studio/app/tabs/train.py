@@ -16,6 +16,7 @@ import torch
 
 from ...core.config import BACKBONES, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
 from ...core.detectors.registry import REGISTRY
+from ...core.quality import DEFAULT_QUALITY, QUALITY
 from ...core.training.presets import comet_parts
 from ...viz.training import training_curves
 from ..context import AppContext, user_of
@@ -117,6 +118,7 @@ class TrainUI:
     preset: gr.Radio
     parts: gr.CheckboxGroup
     detector: gr.Dropdown
+    quality: gr.Radio
     backbone: gr.Dropdown
     image_size: gr.Dropdown
     rounds: gr.Slider
@@ -143,10 +145,14 @@ def create_ui(ctx: AppContext) -> TrainUI:
                 preset = gr.Radio(list(PRESETS), value="CoMet", label="Strategy")
                 parts = gr.CheckboxGroup(list(PARTS), value=PRESETS["CoMet"], label="CoMet parts")
                 detector = gr.Dropdown(list(REGISTRY), value="simplenet", label="Detector head")
-                backbone = gr.Dropdown(list(BACKBONES), value="efficientnet-lite0", label="Backbone")
-                image_size = gr.Dropdown(IMAGE_SIZES, value=256 if gpu else 128, label="Image size (px)",
+                default = QUALITY[DEFAULT_QUALITY]
+                quality = gr.Radio(list(QUALITY), value=DEFAULT_QUALITY, label="Quality (sets backbone, size, rounds)",
+                                   info="; ".join(f"{name}: {q.summary}" for name, q in QUALITY.items()),
+                                   elem_id="train-quality")
+                backbone = gr.Dropdown(list(BACKBONES), value=default.backbone, label="Backbone")
+                image_size = gr.Dropdown(IMAGE_SIZES, value=default.image_size, label="Image size (px)",
                                          elem_id="train-image-size")
-                rounds = gr.Slider(1, 50, value=12, step=1, label="Rounds", elem_id="train-rounds")
+                rounds = gr.Slider(1, 50, value=default.rounds, step=1, label="Rounds", elem_id="train-rounds")
                 steps = gr.Slider(1, 200, value=20, step=1, label="Steps per round", elem_id="train-steps")
                 iqr_k = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="IQR k (threshold T = Q3 + k * IQR)")
                 device = gr.Radio(["auto", "cpu"] + (["cuda"] if gpu else []), value="auto",
@@ -165,9 +171,14 @@ def create_ui(ctx: AppContext) -> TrainUI:
                                      columns=8, height=280, object_fit="cover", elem_id="train-weights")
         timer = gr.Timer(1.0, active=False)
         seen = gr.State(None)
-    ctx.train = TrainUI(tab, preset, parts, detector, backbone, image_size, rounds, steps, iqr_k, device,
+    ctx.train = TrainUI(tab, preset, parts, detector, quality, backbone, image_size, rounds, steps, iqr_k, device,
                         overrides_from, start, stop, folder_note, job, status, curves, weights, timer, seen)
     return ctx.train
+
+
+def _quality_values(name: str) -> tuple[str, int, int]:
+    preset = QUALITY[name]
+    return preset.backbone, preset.image_size, preset.rounds
 
 
 def _folder_note(folder: str) -> str:
@@ -235,6 +246,7 @@ def bind_events(ctx: AppContext) -> None:
 
     view_outputs = [ui.status, ui.curves, ui.weights, ui.seen, ui.timer]
     ui.preset.input(lambda name: PRESETS[name], ui.preset, ui.parts, api_visibility="private")
+    ui.quality.input(_quality_values, ui.quality, [ui.backbone, ui.image_size, ui.rounds], api_visibility="private")
     ui.start.click(on_start, [ctx.data.folder, ui.detector, ui.backbone, ui.image_size, ui.rounds, ui.steps,
                               ui.iqr_k, ui.parts, ui.device, ui.overrides_from], [ui.job, *view_outputs],
                    api_visibility="private")
