@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..core.features.cache import StopRequested
-from ..core.training.trainer import RoundEvent
+from ..core.training import RoundEvent
 
 __all__ = ["Job", "JobRegistry", "JobStatus"]
 

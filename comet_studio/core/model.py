@@ -20,7 +20,7 @@ from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .postprocess import PostProcessor
 from .progress import Progress
 from .quiet import quiet_stdout
-from .training import CoMetTrainer, FitResult, RoundEvent
+from .training import CoMetTrainer, FitResult, RoundEvent, TrainingControl
 from .training.opinion import memory_opinion
 from .training.state import TrainerState
 from .training.weighting import Override
@@ -88,14 +88,17 @@ class AnomalyModel:
         on_state: Callable[[TrainerState], None] | None = None,
     ) -> "AnomalyModel":
         """Train on ``images`` (paths or RGB arrays). ``features`` skips extraction when already cached;
-        ``overrides`` maps an image index to "good" (weight 1) or "exclude" (weight 0). ``on_state`` /
+        ``overrides`` maps an image index to "good" (weight 1) or "exclude" (weight 0). ``callback`` (each
+        ``RoundEvent``), ``progress``, ``stop`` and ``on_state`` reach the trainer as one ``TrainingControl``.
+        ``on_state`` /
         ``resume``: the trainer state after each completed round, and one to continue from
         (see ``CoMetTrainer.fit``). ``prior_scores``: per-image contamination scores for the first weights;
         when omitted and ``TrainConfig.prior`` is "memory", they are computed here (on the training device)."""
         if len(images) < 2:
             raise ValueError(f"need at least 2 training images, got {len(images)}")
+        control = TrainingControl(progress=progress, stop=stop, on_round=callback, on_state=on_state)
+        seed = self.train_config.seed
         self.device_ = resolve_device(self.train_config.device)
-        torch.manual_seed(self.train_config.seed)
         if features is None:
             features = self.extract(images, progress=progress, stop=stop)
         if len(features) != len(images):
@@ -104,25 +107,17 @@ class AnomalyModel:
         if prior_scores is None and self.train_config.prior == "memory" and self.train_config.comet.weighting:
             # The memory's leave-one-out opinion of these same features, before any gradient step.
             if self.train_config.trust.mode == "gate":
-                report = (lambda done, total: progress("trust", done, total)) if progress else None
-                opinion = memory_opinion(features, self.train_config.trust, seed=self.train_config.seed,
-                                         device=self.device_, progress=report)
+                opinion = memory_opinion(features, self.train_config.trust, seed=seed, device=self.device_,
+                                         progress=control.stage("trust"))
             else:  # the earlier blend: image scores of the detector's own memory settings
-                prior_scores = memory_prior_scores(features, self.config.memory, seed=self.train_config.seed,
-                                                   device=self.device_)
+                prior_scores = memory_prior_scores(features, self.config.memory, seed=seed, device=self.device_)
         self.opinion_ = opinion
         extractor = self._extractor()
-        torch.manual_seed(self.train_config.seed)
-        head = build_head(self.config, extractor.out_dim, extractor.grid)
-        if callback is not None and progress is not None:
-            user_callback = callback
-
-            def callback(event: RoundEvent) -> None:  # noqa: F811 - report rounds as progress too
-                progress("rounds", event.round + 1, event.rounds)
-                user_callback(event)
+        head = build_head(self.config, extractor.out_dim, extractor.grid,
+                          generator=torch.Generator().manual_seed(seed))
         result = CoMetTrainer(self.train_config).fit(
             head, features, device=self.device_, overrides=overrides, prior_scores=prior_scores, opinion=opinion,
-            callback=callback, stop=stop, resume=resume, on_state=on_state, progress=progress)
+            resume=resume, control=control)
         post = PostProcessor()
         post.set(result.threshold, result.median)
         self.inference_ = InferenceModel(extractor, head, post, self.config.blur_sigma).to(self.device_).eval()

@@ -42,7 +42,7 @@ from .io.trainer_state import STATE_FILE, read_trainer_state, write_trainer_stat
 from .model import AnomalyModel
 from .progress import Progress
 from .training.state import TrainerState
-from .training.trainer import RoundEvent
+from .training import RoundEvent
 from .training.weighting import Override
 
 __all__ = ["RunResult", "training_folder", "train_run", "read_samples", "read_overrides", "write_overrides",

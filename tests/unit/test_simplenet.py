@@ -19,8 +19,7 @@ def _features(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
 
 
 def _head(seed: int = 0) -> SimpleNetHead:
-    torch.manual_seed(seed)  # the head's initial weights (nn.Linear draws from the global RNG)
-    return SimpleNetHead(DIM, CONFIG)
+    return SimpleNetHead(DIM, CONFIG, generator=torch.Generator().manual_seed(seed))  # its initial weights
 
 
 def test_fit_statistics_standardise_the_patches():

@@ -57,8 +57,8 @@ def test_the_opinion_puts_the_painted_defects_out_and_distrusts_their_patches(pl
 
 def test_a_zero_weight_patch_teaches_the_head_nothing(planted):
     _, features, _ = planted
-    torch.manual_seed(0)
-    head = SimpleNetHead(features.shape[1], SimpleNetConfig(train_patches=0))
+    head = SimpleNetHead(features.shape[1], SimpleNetConfig(train_patches=0),
+                         generator=torch.Generator().manual_seed(0))
     head.fit_statistics(features)
     batch = features[:2].float()
     weights = torch.ones(2, *features.shape[2:])

@@ -9,6 +9,7 @@ __all__ = ["AnomalyMap", "DetectorHead", "top_k_mean", "SimpleNetHead", "build_h
            "detector_names", "detector_spec"]
 
 
-def build_head(config, dim: int, grid: tuple[int, int]) -> DetectorHead:
-    """The detector head named by ``config.detector`` (a ModelConfig) for features of ``dim`` channels."""
-    return detector_spec(config.detector).build(config, dim)
+def build_head(config, dim: int, grid: tuple[int, int], *, generator=None) -> DetectorHead:
+    """The detector head named by ``config.detector`` (a ModelConfig) for features of ``dim`` channels, its
+    initial state drawn from ``generator`` (a ``torch.Generator``; seed 0 when None)."""
+    return detector_spec(config.detector).build(config, dim, generator=generator)

@@ -23,6 +23,9 @@ def top_k_mean(patch_scores: torch.Tensor, fraction: float) -> torch.Tensor:
 class DetectorHead(nn.Module):
     """A detector on cached patch features (B, D, h, w). Higher scores = more anomalous, everywhere.
 
+    - ``__init__(dim, config, *, generator=None)``: any random initial state is drawn from ``generator``
+      (a ``torch.Generator``; a fixed seed when None), never from torch's global RNG.
+
     - ``fit_statistics(features)``: fixed statistics of the training features (called once before training).
     - ``trainable_parameters()``: the single list used by the optimiser, Reptile and the L2 term
       (floating tensors that require grad; never FrEIA's fixed permutations).

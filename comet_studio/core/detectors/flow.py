@@ -11,22 +11,27 @@ from torch import nn
 
 from ..config import FlowConfig
 from .base import DetectorHead
+from .seeded import generator_or_default, seeded_conv2d
 
 __all__ = ["FlowHead", "conv_subnet"]
 
 
-def conv_subnet(kernel_size: int, hidden_ratio: float) -> Callable[[int, int], nn.Module]:
+def conv_subnet(kernel_size: int, hidden_ratio: float,
+                generator: torch.Generator | None = None) -> Callable[[int, int], nn.Module]:
     """FrEIA ``subnet_constructor``: ``f(c_in, c_out)`` -> Conv(k)-ReLU-Conv(k) with ``hidden_ratio * c_in``
-    hidden channels. The last conv starts at zero, so every coupling starts as the identity (the flow is
-    then only the global affine scaling) and early steps cannot blow up."""
+    hidden channels, initialised from ``generator``. The last conv starts at zero, so every coupling starts
+    as the identity (the flow is then only the global affine scaling) and early steps cannot blow up."""
+    generator = generator_or_default(generator)
 
     def build(c_in: int, c_out: int) -> nn.Module:
         hidden = max(1, int(round(hidden_ratio * c_in)))
         pad = kernel_size // 2
-        last = nn.Conv2d(hidden, c_out, kernel_size, padding=pad)
+        # Drawn in the order of earlier versions (last, then first), so the same seed gives the same flow.
+        last = seeded_conv2d(hidden, c_out, kernel_size, pad, generator)
+        first = seeded_conv2d(c_in, hidden, kernel_size, pad, generator)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        return nn.Sequential(nn.Conv2d(c_in, hidden, kernel_size, padding=pad), nn.ReLU(), last)
+        return nn.Sequential(first, nn.ReLU(), last)
 
     return build
 
@@ -39,13 +44,14 @@ class FlowHead(DetectorHead):
       ``fit_statistics``): raw EfficientNet features have stds of 3-6 and would start the flow far from
       N(0, I), with huge early gradients.
     - The blocks use hard permutations (``permute_soft=False``). FrEIA draws them from NumPy's global RNG; we
-      redraw them from torch's, so ``torch.manual_seed`` alone makes a head reproducible. They are stored by
+      redraw them, and the subnets' weights, from ``generator`` (seed 0 when None), so the generator alone
+      makes a head reproducible. They are stored by
       FrEIA as ``nn.Parameter(requires_grad=False)`` and thus travel in the state_dict, but
       ``trainable_parameters()`` leaves them out, so Adam, Reptile and the L2 term never touch them.
     - The convolutions work on any grid, so the INN is built for a 1x1 grid and applied to (h, w) as given.
     """
 
-    def __init__(self, dim: int, config: FlowConfig) -> None:
+    def __init__(self, dim: int, config: FlowConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if dim < 2:
             raise ValueError(f"a coupling flow splits the channels in two, so it needs dim >= 2; got dim={dim}")
@@ -53,11 +59,13 @@ class FlowHead(DetectorHead):
         self.top_k = config.top_k
         self.register_buffer("feature_mean", torch.zeros(dim))
         self.register_buffer("feature_std", torch.ones(dim))
+        generator = generator_or_default(generator)
+        subnet = conv_subnet(config.kernel_size, config.hidden_ratio, generator)
         self.flow = SequenceINN(dim, 1, 1)
         for _ in range(config.n_blocks):
-            self.flow.append(AllInOneBlock, subnet_constructor=conv_subnet(config.kernel_size, config.hidden_ratio),
-                             affine_clamping=config.clamp, permute_soft=False)
-        _redraw_permutations(self.flow)
+            self.flow.append(AllInOneBlock, subnet_constructor=subnet, affine_clamping=config.clamp,
+                             permute_soft=False)
+        _redraw_permutations(self.flow, generator)
 
     def fit_statistics(self, features: torch.Tensor) -> None:
         patches = features.float().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
@@ -103,10 +111,10 @@ class FlowHead(DetectorHead):
 
 
 @torch.no_grad()
-def _redraw_permutations(flow: SequenceINN) -> None:
-    """Replace each block's NumPy-drawn hard permutation by one drawn from torch's RNG."""
+def _redraw_permutations(flow: SequenceINN, generator: torch.Generator) -> None:
+    """Replace each block's NumPy-drawn hard permutation by one drawn from ``generator``."""
     for block in flow:
         channels = block.w_perm.shape[0]
-        perm = torch.eye(channels)[torch.randperm(channels)]
+        perm = torch.eye(channels)[torch.randperm(channels, generator=generator)]
         block.w_perm.copy_(perm.view_as(block.w_perm))
         block.w_perm_inv.copy_(perm.t().contiguous().view_as(block.w_perm_inv))

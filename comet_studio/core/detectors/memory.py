@@ -17,6 +17,7 @@ import torch
 
 from ..config import MemoryConfig
 from .nearest import PatchMemoryHead, memory_size
+from .seeded import draw_seed, generator_or_default
 
 __all__ = ["MemoryHead", "memory_prior_scores"]
 
@@ -26,16 +27,17 @@ class MemoryHead(PatchMemoryHead):
     patches (at most ``config.max_patches``), stored in fp16 when ``config.fp16``; patch distances are
     combined over the memories by ``config.aggregate``.
 
-    ``seed`` fixes the samples; ``None`` draws it from torch's global generator, which ``AnomalyModel.fit``
-    seeds with ``TrainConfig.seed`` just before building the head, so fits stay reproducible.
+    ``seed`` fixes the samples; ``None`` draws it from ``generator`` (seed 0 when None), which
+    ``AnomalyModel.fit`` seeds with ``TrainConfig.seed``, so fits stay reproducible.
     """
 
-    def __init__(self, dim: int, config: MemoryConfig, *, seed: int | None = None) -> None:
+    def __init__(self, dim: int, config: MemoryConfig, *, seed: int | None = None,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__(dim, n_memories=config.n_memories, fp16=config.fp16, top_k=config.top_k,
                          aggregate=config.aggregate, candidates=config.candidates,
                          query_stride=config.query_stride, refine=config.refine)
         self.config = config
-        self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
+        self.seed = draw_seed(generator_or_default(generator)) if seed is None else int(seed)
 
     def _select(self, features: torch.Tensor) -> torch.Tensor:
         n, _, h, w = features.shape

@@ -13,6 +13,7 @@ import torch
 
 from ..config import PatchCoreConfig
 from .nearest import PatchMemoryHead, flat_patches, memory_size
+from .seeded import draw_seed, generator_or_default
 
 __all__ = ["PatchCoreHead", "greedy_coreset", "random_projection"]
 
@@ -57,13 +58,14 @@ def greedy_coreset(points: torch.Tensor, size: int, generator: torch.Generator) 
 class PatchCoreHead(PatchMemoryHead):
     """A single memory: the greedy coreset of ``config.fraction`` of the training patches (at most
     ``config.max_patches``), patch score = nearest-neighbour L2 distance, image score = top-k mean.
-    ``seed`` fixes the projection and the first centre; ``None`` draws it from torch's global generator
-    (seeded by ``AnomalyModel.fit``)."""
+    ``seed`` fixes the projection and the first centre; ``None`` draws it from ``generator`` (seed 0 when
+    None; ``AnomalyModel.fit`` hands one seeded with ``TrainConfig.seed``)."""
 
-    def __init__(self, dim: int, config: PatchCoreConfig, *, seed: int | None = None) -> None:
+    def __init__(self, dim: int, config: PatchCoreConfig, *, seed: int | None = None,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__(dim, n_memories=1, fp16=config.fp16, top_k=config.top_k)
         self.config = config
-        self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
+        self.seed = draw_seed(generator_or_default(generator)) if seed is None else int(seed)
 
     def _select(self, features: torch.Tensor) -> torch.Tensor:
         n, _, h, w = features.shape

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+import torch
+
 from ..config import FlowConfig, MemoryConfig, PatchCoreConfig, SimpleNetConfig
 from .base import DetectorHead
 
@@ -40,8 +42,9 @@ class DetectorSpec:
         """Gradient training (False: fitted by one pass over the features); the head class says."""
         return bool(self.head_class().trainable)
 
-    def build(self, config: ModelConfig, dim: int) -> DetectorHead:
-        return self.head_class()(dim, getattr(config, self.name))
+    def build(self, config: ModelConfig, dim: int, *, generator: torch.Generator | None = None) -> DetectorHead:
+        """The head; its random initial state (weights, memory samples) is drawn from ``generator``."""
+        return self.head_class()(dim, getattr(config, self.name), generator=generator)
 
 
 REGISTRY: dict[str, DetectorSpec] = {spec.name: spec for spec in (

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import SimpleNetConfig
 from .base import DetectorHead
+from .seeded import generator_or_default, seeded_linear
 
 __all__ = ["SimpleNetHead"]
 
@@ -21,18 +22,23 @@ class SimpleNetHead(DetectorHead):
     features' spread: a fixed 0.015 (SimpleNet's value for its own features) is far too small for
     EfficientNet block outputs (std 3-6), and the head then memorises every training patch.
     Patch anomaly score = -discriminator(adaptor(x)).
+    The discriminator's initial weights are drawn from ``generator`` (seed 0 when None).
     """
 
-    def __init__(self, dim: int, config: SimpleNetConfig) -> None:
+    def __init__(self, dim: int, config: SimpleNetConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.config = config
         self.top_k = config.top_k
-        self.adaptor = nn.Linear(dim, dim)
+        generator = generator_or_default(generator)
+        # The adaptor's default draws are made and then replaced, so the discriminator's draws stay those
+        # of earlier versions (fits with the same seed give the same weights as before).
+        self.adaptor = seeded_linear(dim, dim, generator)
         with torch.no_grad():
             self.adaptor.weight.copy_(torch.eye(dim))
             self.adaptor.bias.zero_()
         self.discriminator = nn.Sequential(
-            nn.Linear(dim, config.hidden_dim), nn.LeakyReLU(0.2), nn.Linear(config.hidden_dim, 1))
+            seeded_linear(dim, config.hidden_dim, generator), nn.LeakyReLU(0.2),
+            seeded_linear(config.hidden_dim, 1, generator))
         self.register_buffer("feature_mean", torch.zeros(dim))
         self.register_buffer("feature_std", torch.ones(dim))
 

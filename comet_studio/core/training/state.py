@@ -25,7 +25,8 @@ class TrainerState:
 
     ``best_*`` describe the selected round so far: its head weights and the IQR threshold and median of its
     training scores (the post-processing a model saved now would carry). ``rng`` holds the states of the
-    trainer's generators (``"sampling"``, ``"noise"``) and of torch's global one (``"torch"``).
+    trainer's generators (``"sampling"``, ``"noise"``): training draws from nothing else (state files of
+    earlier versions also hold torch's global one, ``"torch"``, which is no longer read).
     """
 
     round: int
@@ -58,7 +59,6 @@ def capture_state(*, round: int, n_samples: int, head: torch.nn.Module, best: tu
                                     for k, v in values.items()}
                        for index, values in optimiser.state_dict()["state"].items()}
     rng = {name: generator.get_state() for name, generator in generators.items()}
-    rng["torch"] = torch.get_rng_state()
     return TrainerState(
         round=round, n_samples=n_samples, head=_cpu(head.state_dict()), best_head=_cpu(best[2]),
         best_loss=float(best[0]), best_round=best[1], best_threshold=float(best_post[0]),
@@ -95,4 +95,3 @@ def restore_state(state: TrainerState, *, n_samples: int, head: torch.nn.Module,
     l2.history.extend(state.l2_history)
     for name, generator in generators.items():
         generator.set_state(state.rng[name])
-    torch.set_rng_state(state.rng["torch"])
