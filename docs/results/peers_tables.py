@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from comet_studio.core.bench.peers import SHARED, peer_key, write_peer_rows, read_peer_rows
 from comet_studio.core.bench.report import summarise
 from comet_studio.core.bench.runner import _row_key, _write_results, read_results
+from readme_tables import update_readme  # this folder is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
@@ -149,13 +149,7 @@ def main() -> None:
     if args.merge:
         merge(*args.merge)
         return
-    readme = ROOT / "README.md"
-    old = readme.read_text()
-    new = rewrite(old)
-    if args.check:
-        sys.exit(0 if new == old else 1)
-    readme.write_text(new)
-    print("README.md", "unchanged" if new == old else "rewritten")
+    update_readme(rewrite, args.check)
 
 
 if __name__ == "__main__":

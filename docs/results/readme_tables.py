@@ -89,17 +89,21 @@ def rewrite(text: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only report whether README.md is up to date")
-    args = parser.parse_args()
+def update_readme(rewrite_text, check: bool) -> None:
+    """Apply ``rewrite_text`` to README.md; with ``check``, only exit 1 when that would change it."""
     readme = ROOT / "README.md"
     old = readme.read_text()
-    new = rewrite(old)
-    if args.check:
+    new = rewrite_text(old)
+    if check:
         sys.exit(0 if new == old else 1)
     readme.write_text(new)
     print("README.md", "unchanged" if new == old else "rewritten")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report whether README.md is up to date")
+    update_readme(rewrite, parser.parse_args().check)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import ContaminatedSet, LabelledImage, contaminate, load_mvtec, read_mask
+from ..data import ContaminatedSet, contaminate, load_mvtec
 from ..evaluation import aupro, f1_max, image_auroc, pixel_auroc
+from ..evaluation.evaluate import read_masks
 from ..features import resolve_device
 from ..io.atomic import write_csv_atomic, write_text_atomic
 from ..model import AnomalyModel
@@ -71,14 +72,6 @@ class _Timed:
     predict_images_per_second: float
     scores: np.ndarray
     maps: np.ndarray
-
-
-def _masks(items: Sequence[LabelledImage], size: int) -> np.ndarray:
-    masks = np.zeros((len(items), size, size), dtype=bool)
-    for i, item in enumerate(items):
-        if item.mask:
-            masks[i] = read_mask(item.mask, (size, size))
-    return masks
 
 
 def _ours(cell: Cell, data: ContaminatedSet, config: BenchConfig) -> _Timed:
@@ -134,7 +127,7 @@ def _rows(cell: Cell, name: str, data: ContaminatedSet, ours: _Timed | str, stat
             raise RuntimeError(f"our default failed on this cell, so there is nothing to time it against: {ours}")
         timed = _peer(name, state, data, config, cell.seed)
         labels = np.array([i.label for i in data.test])
-        masks = _masks(data.test, timed.maps.shape[-1])
+        masks = read_masks(data.test, timed.maps.shape[-1])
         row.update(_metrics(labels, masks, timed.scores, timed.maps), fit_seconds=timed.fit_seconds,
                    predict_images_per_second=timed.predict_images_per_second)
         theirs = anomalib_metrics(labels, masks, PeerPrediction(timed.scores, timed.maps, 0.0))

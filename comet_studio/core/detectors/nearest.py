@@ -225,7 +225,7 @@ class PatchMemoryHead(DetectorHead):
             raise ValueError(f"the memory holds patches of image {int(self.owner.max())} but only "
                              f"{features.shape[0]} images were given: pass the features the head was fitted on")
         device = self.memory.device
-        n, _, h, w = features.shape
+        n = features.shape[0]
         out = []
         for start in range(0, n, batch_size):
             batch = features[start:start + batch_size].to(device)

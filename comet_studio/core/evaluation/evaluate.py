@@ -11,7 +11,7 @@ from ..data.mvtec import LabelledImage
 from ..progress import Progress
 from .metrics import aupro, f1_max, image_auroc, pixel_auroc
 
-__all__ = ["evaluate_model", "verdict_quality"]
+__all__ = ["evaluate_model", "verdict_quality", "read_masks"]
 
 
 def verdict_quality(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -22,7 +22,8 @@ def verdict_quality(labels: np.ndarray, predicted: np.ndarray) -> dict[str, floa
             "verdict_recall": hits / labels.sum() if labels.any() else float("nan")}
 
 
-def _masks(items: Sequence[LabelledImage], size: int) -> np.ndarray:
+def read_masks(items: Sequence[LabelledImage], size: int) -> np.ndarray:
+    """(N, size, size) bool ground-truth masks of ``items``; all False for an item without a mask."""
     masks = np.zeros((len(items), size, size), dtype=bool)
     for i, item in enumerate(items):
         if item.mask:
@@ -38,7 +39,7 @@ def evaluate_model(model, items: Sequence[LabelledImage], *, features=None,
         model.predict([i.path for i in items], progress=progress)
     labels = np.array([i.label for i in items])
     size = prediction.maps.shape[-1]
-    masks = _masks(items, size)
+    masks = read_masks(items, size)
     has_masks = any(i.mask for i in items)
     return {
         "image_auroc": image_auroc(labels, prediction.scores),
