@@ -130,7 +130,10 @@ class MemoryConfig:
     measurements); 0 = always the exact float32 search. ``query_stride`` 2: on a CPU, score the patches of
     every other row and column, then the neighbourhoods of the ``refine`` fraction of highest ones exactly
     (the image score is the exact one in nearly every image, at a third of the work); 1 = every patch.
-    A GPU, and an exported graph, always score every patch exactly.
+    ``probe`` < 1: on a CPU, each memory is split by seeded k-means into clusters of ~200 patches and a
+    query is measured exactly against the ``probe`` fraction of clusters nearest to it, nothing else
+    (``clustered_search``: ~8x less arithmetic at 1/8, image scores within 1e-3 relative on magnetic
+    tile); 1 = search every stored patch. A GPU, and an exported graph, always score every patch exactly.
     """
 
     n_memories: int = 8
@@ -142,8 +145,10 @@ class MemoryConfig:
     candidates: int = 4
     query_stride: int = 2
     refine: float = 0.05
+    probe: float = 0.125
 
     def __post_init__(self) -> None:
+        _check(0 < self.probe <= 1, f"probe must be in (0, 1] (1 = search every stored patch), got {self.probe!r}")
         _check(self.query_stride in (1, 2, 3), f"query_stride must be 1, 2 or 3, got {self.query_stride!r}")
         _check_range("refine", self.refine, 0.0, 1.0)
         _check(1 <= self.n_memories <= 64, f"n_memories must be in [1, 64], got {self.n_memories!r}")

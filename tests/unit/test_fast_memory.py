@@ -1,6 +1,7 @@
 """The memory's CPU speed-ups on real tile features: the bfloat16 shortlist gives the exact float32 nearest
-distances, coarse-to-fine scoring keeps the image scores and the highest patches, and the fast head ranks
-images as the exact one does."""
+distances, the clustered search finds nearly every exact neighbour while searching an eighth of the bank,
+coarse-to-fine scoring keeps the image scores and the highest patches, and the fast head ranks images as the
+exact one does."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from comet_studio.core import AnomalyModel, BackboneConfig, ModelConfig, TrainCo
 from comet_studio.core.config import MemoryConfig
 from comet_studio.core.data import scan_folder
 from comet_studio.core.detectors.base import top_k_mean
+from comet_studio.core.detectors.clustered_search import ClusteredBank
 from comet_studio.core.detectors.coarse_fine import coarse_to_fine
 from comet_studio.core.detectors.fast_search import ShortlistBank, native_bf16
 from comet_studio.core.detectors.memory import MemoryHead
 from comet_studio.core.detectors.nearest import flat_patches, nearest_distance
 
-EXACT = MemoryConfig(candidates=0, query_stride=1)
+EXACT = MemoryConfig(candidates=0, query_stride=1, probe=1.0)
 
 
 def _brute(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
@@ -101,7 +103,7 @@ def tiles_256(planted_folder):
 def test_fast_memory_ranks_like_the_exact_one(tiles_256):
     """Default (bfloat16 shortlist + coarse-to-fine at 256 px) against exact: leave-one-out training
     scores and test scores agree to 0.5% (most exactly) and the painted defects still rank highest."""
-    heads = [MemoryHead(tiles_256.shape[1], config, seed=0) for config in (EXACT, MemoryConfig())]
+    heads = [MemoryHead(tiles_256.shape[1], config, seed=0) for config in (EXACT, MemoryConfig(probe=1.0))]
     for head in heads:
         head.fit_statistics(tiles_256)
     assert heads[1]._stride(tiles_256) == 2
@@ -123,3 +125,64 @@ def test_small_grids_gpus_and_exports_score_every_patch(tiles, tiles_256):
 @pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16: the exact search is used")
 def test_native_bfloat16_is_used_when_it_is_faster():
     assert native_bf16() is True
+
+
+def _owned_patches(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n, _, h, w = features.shape
+    return flat_patches(features).float(), torch.arange(n, dtype=torch.int32).repeat_interleave(h * w)
+
+
+def test_clustered_search_probing_every_cluster_is_exact(tiles):
+    patches, owner = _owned_patches(tiles[:8])
+    bank = ClusteredBank(patches, probe=1.0, owner=owner, seed=0)
+    unseen = flat_patches(tiles[8:10]).float()
+    assert torch.allclose(bank.nearest(unseen), _brute(unseen, patches).min(dim=1).values, rtol=1e-4)
+    queries, query_owner = patches[::5], owner[::5]
+    full = _brute(queries, patches)
+    full[query_owner[:, None] == owner[None, :]] = math.inf  # leave-one-image-out
+    assert torch.allclose(bank.nearest(queries, query_owner), full.min(dim=1).values, rtol=1e-4, atol=1e-3)
+
+
+def test_clustered_search_finds_nearly_every_neighbour_in_an_eighth_of_the_bank(tiles_256):
+    patches, owner = _owned_patches(tiles_256[:24])  # good tiles only: 24,576 stored patches
+    keep = torch.randperm(len(patches), generator=torch.Generator().manual_seed(0))[:8000]
+    bank, bank_owner = patches[keep], owner[keep].sort().values
+    bank = patches[keep[owner[keep].argsort(stable=True)]]
+    queries = flat_patches(tiles_256[24:]).float()  # the three painted defects, never stored
+    exact = _brute(queries, bank).min(dim=1).values
+    clustered = ClusteredBank(bank, probe=0.125, owner=bank_owner, seed=0)
+    assert clustered.n_probe == math.ceil(0.125 * math.ceil(8000 / 200))
+    got = clustered.nearest(queries)
+    assert (got >= exact * (1 - 1e-4)).all()  # never nearer than the true neighbour
+    assert torch.isclose(got, exact, rtol=1e-4).float().mean() >= 0.9
+    image_got, image_exact = (top_k_mean(d.view(3, 32, 32), 0.01) for d in (got, exact))
+    assert torch.allclose(image_got, image_exact, rtol=1e-2)
+    again = ClusteredBank(bank, probe=0.125, owner=bank_owner, seed=0).nearest(queries)
+    assert torch.equal(got, again)  # seeded k-means: the same clusters every time
+
+
+def test_the_clustered_memory_ranks_like_the_exact_one_and_reloads_identically(tiles_256):
+    config = MemoryConfig(fraction=0.2)  # 5,530 patches a memory: above the size searched exactly
+    exact_head = MemoryHead(tiles_256.shape[1], MemoryConfig(fraction=0.2, candidates=0, query_stride=1,
+                                                             probe=1.0), seed=0)
+    head = MemoryHead(tiles_256.shape[1], config, seed=0)
+    for h in (exact_head, head):
+        h.fit_statistics(tiles_256)
+    assert head._uses_clusters(flat_patches(tiles_256[:1]))
+    exact, fast = exact_head.training_scores(tiles_256).numpy(), head.training_scores(tiles_256).numpy()
+    error = np.abs(fast - exact) / exact
+    assert np.median(error) < 1e-3 and error.max() < 0.05  # most images exact, none off by 5%
+    assert set(np.argsort(fast)[-3:]) == {24, 25, 26}
+    test = tiles_256[::3]
+    test_error = np.abs(head.image_scores(test).numpy() / exact_head.image_scores(test).numpy() - 1)
+    assert np.median(test_error) < 1e-2 and test_error.max() < 0.05
+    reloaded = MemoryHead(tiles_256.shape[1], config, seed=0)
+    reloaded.load_state_dict(head.state_dict())
+    assert torch.equal(reloaded.patch_scores(test), head.patch_scores(test))
+
+
+def test_probe_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="probe must be in"):
+        MemoryConfig(probe=0.0)
+    with pytest.raises(ValueError, match="probe must be in"):
+        ClusteredBank(torch.randn(10, 4), probe=1.5)

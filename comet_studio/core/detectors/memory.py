@@ -35,7 +35,7 @@ class MemoryHead(PatchMemoryHead):
                  generator: torch.Generator | None = None) -> None:
         super().__init__(dim, n_memories=config.n_memories, fp16=config.fp16, top_k=config.top_k,
                          aggregate=config.aggregate, candidates=config.candidates,
-                         query_stride=config.query_stride, refine=config.refine)
+                         query_stride=config.query_stride, refine=config.refine, probe=config.probe)
         self.config = config
         self.seed = draw_seed(generator_or_default(generator)) if seed is None else int(seed)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from .base import DetectorHead, top_k_mean
+from .clustered_search import MIN_ROWS, ClusteredBank
 from .coarse_fine import coarse_to_fine
 from .fast_search import ShortlistBank, native_bf16
 
@@ -124,9 +125,13 @@ class PatchMemoryHead(DetectorHead):
     data_sized_buffers: tuple[str, ...] = ("memory", "owner")
 
     def __init__(self, dim: int, *, n_memories: int, fp16: bool, top_k: float, aggregate: str = "mean",
-                 candidates: int = 0, query_stride: int = 1, refine: float = 0.05) -> None:
+                 candidates: int = 0, query_stride: int = 1, refine: float = 0.05, probe: float = 1.0,
+                 seed: int = 0) -> None:
         super().__init__()
         # CPU speed-ups (a GPU, and an exported graph, always score every patch exactly):
+        self.probe = probe  # < 1: each query searches this fraction of nearest clusters (clustered_search)
+        self.seed = seed  # seeds the clusters, so a reloaded memory clusters the same way
+        self._clustered: list[ClusteredBank] | None = None  # built on first use, dropped when the memory changes
         self.candidates = candidates  # > 0: bfloat16 shortlist (fast_search); 0: exact float32
         self.query_stride = query_stride  # > 1: coarse-to-fine scoring (coarse_fine) ...
         self.refine = refine  # ... refining this fraction of the lattice's highest patches
@@ -163,6 +168,7 @@ class PatchMemoryHead(DetectorHead):
         device = self.memory.device
         self.memory = patches.to(device=device, dtype=self.memory.dtype).contiguous()
         self.owner = image.to(device=device, dtype=torch.int32).contiguous()
+        self._clustered = None
 
     @property
     def is_fitted(self) -> bool:
@@ -177,12 +183,27 @@ class PatchMemoryHead(DetectorHead):
             raise RuntimeError(f"{type(self).__name__} has an empty memory: call fit_statistics(features) first")
 
     # -- scoring -------------------------------------------------------------------------------------------
+    def _uses_clusters(self, patches: torch.Tensor) -> bool:
+        tracing = torch.jit.is_tracing() or torch.compiler.is_exporting()
+        return (self.probe < 1 and not tracing and patches.device.type == "cpu"
+                and self.memory.shape[1] >= MIN_ROWS)
+
+    def _clustered_banks(self) -> list[ClusteredBank]:
+        if self._clustered is None:
+            self._clustered = [ClusteredBank(memory, self.probe, owner=owner, seed=self.seed + index)
+                               for index, (memory, owner) in enumerate(zip(self.memory, self.owner))]
+        return self._clustered
+
     def _distances(self, patches: torch.Tensor, query_owner: torch.Tensor | None) -> torch.Tensor:
         combined = None
-        for memory, owner in zip(self.memory, self.owner):
-            dist = nearest_distance(patches, memory, query_owner=query_owner,
-                                    bank_owner=owner if query_owner is not None else None,
-                                    candidates=self.candidates)
+        clustered = self._clustered_banks() if self._uses_clusters(patches) else None
+        for index, (memory, owner) in enumerate(zip(self.memory, self.owner)):
+            if clustered is not None:
+                dist = clustered[index].nearest(patches, query_owner)
+            else:
+                dist = nearest_distance(patches, memory, query_owner=query_owner,
+                                        bank_owner=owner if query_owner is not None else None,
+                                        candidates=self.candidates)
             if combined is None:
                 combined = dist
             else:
@@ -242,6 +263,7 @@ class PatchMemoryHead(DetectorHead):
                               error_msgs) -> None:
         # The bank size M is only known from the checkpoint: resize (keeping dtype, device and every other
         # dimension) and let the strict default loader copy the values and report anything else.
+        self._clustered = None
         for name in self.data_sized_buffers:
             saved = state_dict.get(prefix + name)
             current = getattr(self, name)

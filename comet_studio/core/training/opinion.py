@@ -77,7 +77,8 @@ def memory_opinion(features: torch.Tensor, config: TrustConfig, *, seed: int = 0
     if config.pool > 1:
         pooled = F.avg_pool2d(pooled, config.pool, ceil_mode=True)
     memory = MemoryConfig(n_memories=config.n_memories, fraction=config.fraction,
-                          aggregate=config.aggregate, top_k=config.top_k, query_stride=1)  # pooled already
+                          aggregate=config.aggregate, top_k=config.top_k, query_stride=1,  # pooled already
+                          probe=1.0)  # and exact: the pooled pass is cheap, and the weights rest on it
     head = MemoryHead(pooled.shape[1], memory, seed=seed).to(device)
     head.fit_statistics(pooled)
     patches = head.training_patch_scores(pooled, batch_size=16, progress=progress)
