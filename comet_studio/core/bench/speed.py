@@ -119,7 +119,8 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig) -> dict:
     result["memory_fit_seconds"] = fast["fit_seconds"]
     result["memory_inference_images_per_second_batch16"] = fast.get("inference_images_per_second_batch16", "")
     if config.exact_reference:  # the exact float32 search over every patch, timed in the same run
-        exact = _memory(config, backbone, paths, features, images, MemoryConfig(candidates=0, query_stride=1))
+        exact_search = MemoryConfig(candidates=0, query_stride=1, probe=1.0)
+        exact = _memory(config, backbone, paths, features, images, exact_search)
         result["memory_exact_fit_seconds"] = exact["fit_seconds"]
         result["memory_exact_inference_images_per_second_batch16"] = exact.get(
             "inference_images_per_second_batch16", "")
