@@ -10,22 +10,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from ..core.data.folder import ScanBounds
+from .components import DataUI, ExportUI, InspectUI, LandscapeUI, TestUI, TrainUI
 from .jobs import Job, JobRegistry
 from .paths import DataRoots, PathError, resolve_run
 from .runs import RunInfo, list_runs
-
-if TYPE_CHECKING:  # the tab modules import this one
-    from .tabs.data import DataUI
-    from .tabs.export import ExportUI
-    from .tabs.inspect import InspectUI
-    from .tabs.landscape import LandscapeUI
-    from .tabs.test import TestUI
-    from .tabs.train import TrainUI
 
 __all__ = ["AppContext", "user_of", "OWNER_FILE", "SCAN_FILES", "SCAN_DEPTH"]
 

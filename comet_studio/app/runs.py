@@ -1,4 +1,5 @@
-"""Finished runs as the app lists them, and the cached objects built from a run (model, features)."""
+"""Finished runs as the app lists them, their samples with the current overrides, and the cached objects built
+from a run (model, features)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import torch
 
 from ..core.config import BackboneConfig, config_to_dict
 from ..core.model import AnomalyModel
-from ..core.run import read_samples
+from ..core.run import read_overrides, read_samples
 from ..core.training.presets import DEFAULT_STRATEGY, comet_parts
 from .jobs import JobRegistry
 from .paths import resolve_run, run_ids
 
-__all__ = ["STRATEGY_LABELS", "RunInfo", "strategy_name", "read_run", "list_runs", "run_choices", "feature_key",
-           "run_model", "run_features"]
+__all__ = ["STRATEGY_LABELS", "RunInfo", "strategy_name", "read_run", "list_runs", "run_choices", "with_overrides",
+           "feature_key", "run_model", "run_features"]
 
 
 # The strategies the app offers, by the names it shows (the Train tab's choices, the run listing's labels).
@@ -77,6 +78,15 @@ def list_runs(runs_dir: Path) -> list[RunInfo]:
 def run_choices(runs_dir: Path) -> list[tuple[str, str]]:
     """(label, run id) pairs for a dropdown."""
     return [(run.label, run.id) for run in list_runs(runs_dir)]
+
+
+def with_overrides(run_dir: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` of the run's samples.csv with their override column set from overrides.json, which may be newer
+    (an override is saved at once, samples.csv only by a training)."""
+    overrides = read_overrides(run_dir)
+    for row in rows:
+        row["override"] = overrides.get(row["path"], "")
+    return rows
 
 
 def feature_key(backbone: BackboneConfig, paths: tuple[str, ...]) -> tuple:

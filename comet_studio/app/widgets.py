@@ -1,10 +1,11 @@
-"""Small UI pieces shared by several tabs: run pickers and error reporting."""
+"""Small UI pieces shared by several tabs: the tab page, run pickers and error reporting."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
@@ -12,12 +13,22 @@ import gradio as gr
 from ..core.data.folder import ScanStopped
 from .context import AppContext, user_of
 
-__all__ = ["run_dropdown", "refreshed_runs", "run_refresher", "user_errors"]
+__all__ = ["tab_page", "run_dropdown", "refreshed_runs", "run_refresher", "user_errors"]
 
 logger = logging.getLogger(__name__)
 
 # Errors whose message is meant for the user (bad path, unknown run, too few images, ...).
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, KeyError, RuntimeError, ScanStopped)
+
+
+@contextmanager
+def tab_page(title: str, tab_id: str, intro: str = "") -> Iterator[gr.Tab]:
+    """A tab of the studio (``title`` shown, ``tab_id`` for links and tests), opening with the ``intro``
+    paragraph when there is one; the tab's components go inside the ``with`` block."""
+    with gr.Tab(title, id=tab_id) as tab:
+        if intro:
+            gr.Markdown(intro)
+        yield tab
 
 
 def run_dropdown(ctx: AppContext, label: str, elem_id: str, *, optional: bool = False) -> gr.Dropdown:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,21 +31,32 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def studio(tmp_path_factory, tiny_mvtec) -> Iterator[Studio]:
+@contextmanager
+def launched_studio(tmp_path_factory, name: str, n_tiles: int, extra_roots: Sequence[Path] = (), *,
+                    auth: list[tuple[str, str]] | None = None, **options) -> Iterator[Studio]:
+    """A studio on a free port whose data root ``<name>data`` holds ``tiles/`` (``n_tiles`` good tiles), runs
+    in ``<name>runs``; ``extra_roots`` are also readable, ``auth`` the logins, ``options`` go to build_app."""
     from comet_studio.app import build_app, launch_options
 
-    data_root = tmp_path_factory.mktemp("data")
+    data_root = tmp_path_factory.mktemp(f"{name}data")
     folder = data_root / "tiles"
     folder.mkdir()
-    for p in good_tiles(12):
+    for p in good_tiles(n_tiles):
         shutil.copy(p, folder / p.name)
-    runs_dir = tmp_path_factory.mktemp("runs")
-    app = build_app(runs_dir, default_folder=str(folder), data_roots=[data_root, tiny_mvtec, MAGNETIC])
+    runs_dir = tmp_path_factory.mktemp(f"{name}runs")
+    app = build_app(runs_dir, default_folder=str(folder), data_roots=[data_root, *extra_roots], **options)
     _, url, _ = app.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
-                           quiet=True, **launch_options(runs_dir))
-    yield Studio(url=url, runs_dir=runs_dir, folder=folder, data_root=data_root)
-    app.close()
+                           quiet=True, auth=auth, **launch_options(runs_dir))
+    try:
+        yield Studio(url=url, runs_dir=runs_dir, folder=folder, data_root=data_root)
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory, tiny_mvtec) -> Iterator[Studio]:
+    with launched_studio(tmp_path_factory, "", 12, [tiny_mvtec, MAGNETIC]) as launched:
+        yield launched
 
 
 @pytest.fixture(scope="session")

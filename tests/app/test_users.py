@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from tests.app.conftest import _free_port, train, wait_for_job
+from tests.app.conftest import launched_studio, train, wait_for_job
 from tests.conftest import TINY, good_tiles
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
@@ -22,20 +22,9 @@ LOGINS = [("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "carol-pw")]
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """(url, runs folder, data folder): three logins, carol the admin."""
-    from comet_studio.app import build_app, launch_options
-
-    data_root = tmp_path_factory.mktemp("shared-data")
-    folder = data_root / "tiles"
-    folder.mkdir()
-    for p in good_tiles(10):
-        shutil.copy(p, folder / p.name)
-    runs_dir = tmp_path_factory.mktemp("shared-runs")
-    app = build_app(runs_dir, default_folder=str(folder), data_roots=[data_root],
-                    users=[u for u, _ in LOGINS], admins=["carol"])
-    _, url, _ = app.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
-                           quiet=True, auth=LOGINS, **launch_options(runs_dir))
-    yield url, runs_dir, folder
-    app.close()
+    with launched_studio(tmp_path_factory, "shared-", 10, users=[u for u, _ in LOGINS], admins=["carol"],
+                         auth=LOGINS) as launched:
+        yield launched.url, launched.runs_dir, launched.folder
 
 
 @pytest.fixture(scope="module")

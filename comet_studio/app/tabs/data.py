@@ -12,29 +12,20 @@ import gradio as gr
 
 from ...core.data.folder import NotEnoughImagesError, ScanLimitError, ScanStopped
 from ...core.run import training_folder
+from ..components import DataUI
 from ..context import AppContext, user_of
 from ..media import thumbnail
-from ..paths import PathError, save_uploads, user_path
+from ..paths import save_uploads, user_path
 from ..scans import SCAN_QUEUE, SCAN_SLOTS
-from ..widgets import user_errors
+from ..widgets import tab_page, user_errors
 
 __all__ = ["DataUI", "FolderReport", "scan", "create_ui", "bind_events"]
 
+INTRO = ("Choose the folder of images to learn what *normal* looks like from. It may contain some "
+         "defective images: that is what CoMet is for. A demo folder of solar cells (mostly good, a "
+         "few cracked, labels hidden) is preselected.")
+
 MAX_THUMBS = 48
-
-
-@dataclass
-class DataUI:
-    tab: gr.Tab
-    folder: gr.Textbox
-    scan: gr.Button
-    stop: gr.Button
-    roots: gr.Markdown
-    upload: gr.File
-    upload_dir: gr.File
-    summary: gr.Markdown
-    skipped: gr.Dataframe
-    gallery: gr.Gallery
 
 
 @dataclass(frozen=True)
@@ -76,10 +67,7 @@ def scan(ctx: AppContext, text: str, user: str | None = None, *, session: str | 
 
 
 def create_ui(ctx: AppContext) -> DataUI:
-    with gr.Tab("1 · Data", id="data") as tab:
-        gr.Markdown("Choose the folder of images to learn what *normal* looks like from. It may contain some "
-                    "defective images: that is what CoMet is for. A demo folder of solar cells (mostly good, a "
-                    "few cracked, labels hidden) is preselected.")
+    with tab_page("1 · Data", "data", INTRO) as tab:
         with gr.Row():
             folder = gr.Textbox(value=ctx.default_folder, label="Folder on this machine", scale=4,
                                 placeholder="/path/to/images  (an MVTec AD category uses its train/ folder)",
@@ -127,10 +115,7 @@ def bind_events(ctx: AppContext) -> None:
         if not files:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         user = user_of(request)
-        try:
-            folder = save_uploads(list(files), ctx.uploads_for(user))
-        except PathError as error:
-            raise gr.Error(str(error)) from error
+        folder = save_uploads(list(files), ctx.uploads_for(user))  # a refused upload: user_errors says why
         return (str(folder), *show(scan(ctx, str(folder), user, session=request.session_hash)))
 
     @user_errors

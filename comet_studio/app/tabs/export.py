@@ -6,17 +6,20 @@ import csv
 import io
 import secrets
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
 from ...core.io.atomic import atomic_path
-from ...core.run import read_overrides
+from ..components import ExportUI
 from ..context import AppContext, user_of
-from ..widgets import run_dropdown, run_refresher, user_errors
+from ..runs import with_overrides
+from ..widgets import run_dropdown, run_refresher, tab_page, user_errors
 
 __all__ = ["ExportUI", "EXPORTED", "export_run", "create_ui", "bind_events"]
+
+INTRO = ("Download a run: the model, every image's score and weight with your overrides, the "
+         "training history and the configs, in one zip.")
 
 EXPORTED = ("model/model.safetensors", "model/model.json", "overrides.json", "history.json", "run.json",
             "skipped.csv")
@@ -34,13 +37,10 @@ skipped.csv       files that could not be used, with the reason
 
 def _samples_with_overrides(run_dir: Path) -> str:
     """samples.csv with its override column set from overrides.json (which may be newer)."""
-    overrides = read_overrides(run_dir)
     with open(run_dir / "samples.csv", newline="") as handle:
         reader = csv.DictReader(handle)
         fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    for row in rows:
-        row["override"] = overrides.get(row["path"], "")
+        rows = with_overrides(run_dir, list(reader))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
@@ -66,19 +66,8 @@ def export_run(ctx: AppContext, run_id: str, user: str | None = None) -> Path:
     return target
 
 
-@dataclass
-class ExportUI:
-    tab: gr.Tab
-    run: gr.Dropdown
-    build: gr.Button
-    file: gr.File
-    summary: gr.Markdown
-
-
 def create_ui(ctx: AppContext) -> ExportUI:
-    with gr.Tab("6 · Export", id="export") as tab:
-        gr.Markdown("Download a run: the model, every image's score and weight with your overrides, the "
-                    "training history and the configs, in one zip.")
+    with tab_page("6 · Export", "export", INTRO) as tab:
         with gr.Row():
             run = run_dropdown(ctx, "Run", "export-run")
             build = gr.Button("Build zip", variant="primary", elem_id="export-build")

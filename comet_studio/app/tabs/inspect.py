@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,14 @@ from ...core.data.images import read_image
 from ...core.run import read_distrusted, read_overrides, read_samples, write_overrides
 from ...core.visualize import outline_patches, overlay_heatmap
 from ...viz.weights import score_distribution
+from ..components import InspectUI
 from ..context import AppContext, user_of
 from ..jobs import Job
 from ..media import preview, save_image
 from ..paths import PathError
-from ..runs import read_run, run_model
+from ..runs import read_run, run_model, with_overrides
 from ..training import start_training
-from ..widgets import run_dropdown, run_refresher, user_errors
+from ..widgets import run_dropdown, run_refresher, tab_page, user_errors
 
 __all__ = ["InspectUI", "sample_rows", "select_rows", "set_override", "sample_view", "retrain",
            "create_ui", "bind_events"]
@@ -43,10 +43,8 @@ MAX_SHOWN = 150
 def sample_rows(ctx: AppContext, run_id: str, user: str | None = None) -> list[dict[str, Any]]:
     """samples.csv of a run with the current overrides (overrides.json may be newer than samples.csv)."""
     run_dir = ctx.run_dir(run_id, user)
-    overrides = read_overrides(run_dir)
-    rows = read_samples(run_dir)
+    rows = with_overrides(run_dir, read_samples(run_dir))
     for row in rows:
-        row["override"] = overrides.get(row["path"], "")
         row["name"] = Path(row["path"]).name
     return rows
 
@@ -146,26 +144,8 @@ def _answer_key_line(rows: list[dict[str, Any]]) -> str:
             f"least-trusted images (lowest weight first). The key lies beside the folder; training never saw it.")
 
 
-@dataclass
-class InspectUI:
-    tab: gr.Tab
-    run: gr.Dropdown
-    order: gr.Radio
-    show: gr.Radio
-    summary: gr.Markdown
-    plot: gr.Plot
-    gallery: gr.Gallery
-    shown: gr.State
-    selected: gr.State
-    slider: gr.ImageSlider
-    detail: gr.Markdown
-    override: gr.Radio
-    retrain: gr.Button
-    message: gr.Markdown
-
-
 def create_ui(ctx: AppContext) -> InspectUI:
-    with gr.Tab("3 · Inspect", id="inspect") as tab:
+    with tab_page("3 · Inspect", "inspect") as tab:
         with gr.Row():
             run = run_dropdown(ctx, "Run", "inspect-run")
             order = gr.Radio(list(ORDERS), value=ORDERS[0], label="Sort")

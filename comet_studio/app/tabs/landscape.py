@@ -3,7 +3,6 @@ computed in the background; two runs (e.g. baseline and CoMet) side by side on o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -12,13 +11,18 @@ import numpy as np
 from ...core.landscape import LandscapeConfig, loss_landscape
 from ...viz.landscape import LandscapePanel, landscape_figure
 from ...viz.training import empty_figure
+from ..components import LandscapeUI
 from ..context import AppContext, user_of
 from ..jobs import Job
 from ..paths import resolve_run
 from ..runs import read_run, run_features, run_model
-from ..widgets import user_errors
+from ..widgets import tab_page, user_errors
 
 __all__ = ["LandscapeUI", "start_landscape", "default_pair", "create_ui", "bind_events"]
+
+INTRO = ("Training loss on a 2-D slice through the trained head's weights (Li et al. 2018: two random "
+         "directions, each filter scaled to the trained filter's norm). Pick two runs, e.g. a "
+         "baseline and a CoMet run, to compare them on one colour scale.")
 
 
 def default_pair(ctx: AppContext, user: str | None = None) -> tuple[str | None, str]:
@@ -85,27 +89,8 @@ def _status(snapshot: dict[str, Any]) -> str:
             f"basin means small weight changes barely change the loss.")
 
 
-@dataclass
-class LandscapeUI:
-    tab: gr.Tab
-    run_a: gr.Dropdown
-    run_b: gr.Dropdown
-    grid: gr.Slider
-    max_images: gr.Slider
-    log_scale: gr.Checkbox
-    start: gr.Button
-    stop: gr.Button
-    status: gr.Markdown
-    plot: gr.Plot
-    timer: gr.Timer
-    job: gr.State
-
-
 def create_ui(ctx: AppContext) -> LandscapeUI:
-    with gr.Tab("4 · Loss landscape", id="landscape") as tab:
-        gr.Markdown("Training loss on a 2-D slice through the trained head's weights (Li et al. 2018: two random "
-                    "directions, each filter scaled to the trained filter's norm). Pick two runs, e.g. a "
-                    "baseline and a CoMet run, to compare them on one colour scale.")
+    with tab_page("4 · Loss landscape", "landscape", INTRO) as tab:
         with gr.Row():
             run_a = gr.Dropdown(label="Run A", allow_custom_value=True, elem_id="landscape-run-a")
             run_b = gr.Dropdown(label="Run B (optional)", allow_custom_value=True, elem_id="landscape-run-b")

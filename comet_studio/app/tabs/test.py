@@ -4,7 +4,6 @@ folder is an MVTec AD category (ground truth in test/ and ground_truth/)."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,13 @@ from ...core.predict import iter_predictions
 from ...core.visualize import overlay_heatmap
 from ...viz.evaluation import roc_figure
 from ...viz.training import empty_figure
+from ..components import TestUI
 from ..context import AppContext, user_of
 from ..media import save_image
 from ..paths import user_path
 from ..runs import run_model
 from ..scans import SCAN_QUEUE, SCAN_SLOTS, listed_images
-from ..widgets import run_dropdown, run_refresher, user_errors
+from ..widgets import run_dropdown, run_refresher, tab_page, user_errors
 
 __all__ = ["TestUI", "gather_inputs", "score_images", "results_table", "create_ui", "bind_events"]
 
@@ -146,24 +146,8 @@ def _roc(rows: list[dict[str, Any]], metrics: dict[str, float] | None, threshold
                       threshold=threshold)
 
 
-@dataclass
-class TestUI:
-    tab: gr.Tab
-    run: gr.Dropdown
-    files: gr.File
-    folder: gr.Textbox
-    threshold: gr.Slider
-    score: gr.Button
-    slider: gr.ImageSlider
-    gallery: gr.Gallery
-    summary: gr.Markdown
-    table: gr.Dataframe
-    roc: gr.Plot
-    results: gr.State
-
-
 def create_ui(ctx: AppContext) -> TestUI:
-    with gr.Tab("5 · Test", id="test") as tab:
+    with tab_page("5 · Test", "test") as tab:
         with gr.Row():
             run = run_dropdown(ctx, "Run", "test-run")
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, elem_id="test-threshold",

@@ -19,12 +19,13 @@ from ...core.detectors.registry import REGISTRY
 from ...core.quality import DEFAULT_QUALITY, QUALITY
 from ...core.training.presets import comet_parts
 from ...viz.training import training_curves
+from ..components import TrainUI
 from ..context import AppContext, user_of
 from ..jobs import Job
 from ..media import thumbnail
 from ..runs import STRATEGY_LABELS
 from ..training import start_training
-from ..widgets import refreshed_runs, run_dropdown, user_errors
+from ..widgets import refreshed_runs, run_dropdown, tab_page, user_errors
 
 __all__ = ["TrainUI", "TrainRequest", "status_markdown", "create_ui", "bind_events"]
 
@@ -112,34 +113,9 @@ def _lowest_weights(ctx: AppContext, job: Job) -> list[tuple[str, str]]:
             for i in order]
 
 
-@dataclass
-class TrainUI:
-    tab: gr.Tab
-    preset: gr.Radio
-    parts: gr.CheckboxGroup
-    detector: gr.Dropdown
-    quality: gr.Radio
-    backbone: gr.Dropdown
-    image_size: gr.Dropdown
-    rounds: gr.Slider
-    steps: gr.Slider
-    iqr_k: gr.Slider
-    device: gr.Radio
-    overrides_from: gr.Dropdown
-    start: gr.Button
-    stop: gr.Button
-    folder_note: gr.Markdown
-    job: gr.Dropdown
-    status: gr.Markdown
-    curves: gr.Plot
-    weights: gr.Gallery
-    timer: gr.Timer
-    seen: gr.State
-
-
 def create_ui(ctx: AppContext) -> TrainUI:
     gpu = torch.cuda.is_available()
-    with gr.Tab("2 · Train", id="train") as tab:
+    with tab_page("2 · Train", "train") as tab:
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 preset = gr.Radio(list(PRESETS), value="CoMet", label="Strategy")
