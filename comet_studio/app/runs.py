@@ -12,7 +12,7 @@ import torch
 
 from ..core.config import BackboneConfig, config_to_dict
 from ..core.model import AnomalyModel
-from ..core.run import read_overrides, read_samples
+from ..workflows.run import read_overrides, read_samples
 from ..core.training.presets import DEFAULT_STRATEGY, comet_parts
 from .jobs import JobRegistry
 from .paths import resolve_run, run_ids

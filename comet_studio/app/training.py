@@ -9,7 +9,7 @@ from typing import Any
 from ..core.config import ModelConfig, TrainConfig, config_to_dict
 from ..core.data.folder import ScanStopped
 from ..core.features.cache import StopRequested
-from ..core.run import read_overrides, train_run, training_folder
+from ..workflows.run import read_overrides, train_run, training_folder
 from .context import AppContext
 from .jobs import Job
 from .paths import new_run_id, user_path

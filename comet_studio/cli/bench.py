@@ -84,7 +84,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from comet_studio.core.bench import BenchConfig, run_bench
+    from comet_studio.workflows.bench import BenchConfig, run_bench
 
     if args.data_root is None or args.out is None:
         raise ValueError("the benchmark grid needs DATA_ROOT and --out DIR (or use --speed)")
@@ -93,7 +93,7 @@ def _grid(args: argparse.Namespace) -> int:
                          image_size=args.image_size, rounds=args.rounds, steps_per_round=args.steps,
                          max_train=args.max_train, device=args.device)
     if args.peers:  # before any work: a missing extra says how to install it
-        from comet_studio.core.bench.peers import check_peers, run_peers
+        from comet_studio.workflows.bench.peers import check_peers, run_peers
 
         check_peers(args.peers)
     bars = StageBars()
@@ -129,7 +129,7 @@ def _default_speed_root() -> Path:
 def _speed(args: argparse.Namespace) -> int:
     import torch
 
-    from comet_studio.core.bench import SpeedConfig, speed_bench, speed_images, speed_markdown
+    from comet_studio.workflows.bench import SpeedConfig, speed_bench, speed_images, speed_markdown
 
     config = SpeedConfig(backbones=args.backbones, image_size=args.image_size, device=args.device,
                          n_images=args.speed_images, rounds=args.rounds, steps_per_round=args.steps,

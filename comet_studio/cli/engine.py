@@ -22,6 +22,6 @@ def add_engine_options(p: argparse.ArgumentParser, *, jobs: str) -> None:
 def engine_from_args(args: argparse.Namespace):
     """The engine for ``--engine``/``--address``: a context manager (a local Ray cluster started here is shut
     down on exit)."""
-    from comet_studio.core.distributed import make_engine
+    from comet_studio.engines import make_engine
 
     return make_engine(args.engine, address=args.address)

@@ -23,7 +23,7 @@ __all__ = ["main", "build_parser"]
 
 def cmd_train(args: argparse.Namespace) -> int:
     from comet_studio.core.features.cache import StopRequested
-    from comet_studio.core.run import train_run
+    from comet_studio.workflows.run import train_run
 
     model_config, train_config = configs_from_args(args)
     stop = threading.Event()
@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from comet_studio.core.distributed.batch_predict import predict_images
+    from comet_studio.workflows.predict.batch_predict import predict_images
 
     with tqdm(desc="predict", unit="img", dynamic_ncols=True) as bar:  # no total: the listing streams
         summary = predict_images(args.run_dir, args.images, args.out, engine=args.engine, address=args.address,

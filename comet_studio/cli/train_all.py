@@ -1,6 +1,6 @@
 """``comet-studio train-all PLANT_ROOT --out RUNS_DIR``: one run per category folder, resumable, with a summary.
 
-Parses flags into configs and an engine, makes one core call (``core.plant.train_all``) and prints the table.
+Parses flags into configs and an engine, makes one workflow call (``workflows.plant.train_all``) and prints the table.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def add_train_all_parser(sub) -> None:
 def cmd_train_all(args: argparse.Namespace) -> int:
     import threading
 
-    from comet_studio.core.plant import format_summary, train_all
+    from comet_studio.workflows.plant import format_summary, train_all
 
     model_config, train_config = configs_from_args(args)
     names = tuple(n.strip() for n in args.categories.split(",") if n.strip()) if args.categories else None

@@ -1,4 +1,5 @@
-"""The algorithm: data -> features -> detector head -> CoMet trainer -> outputs. Knows nothing of any UI."""
+"""The algorithm: data -> features -> detectors -> training -> evaluation -> io, and ``AnomalyModel`` over them.
+Imports nothing of the layers above it (engines, workflows, viz, cli, app)."""
 
 from .config import (BackboneConfig, CoMetConfig, FlowConfig, MemoryConfig, ModelConfig, SimpleNetConfig,
                      TrainConfig)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
@@ -322,15 +322,12 @@ class TrainConfig:
         _check(self.feature_batch_size >= 1, "feature_batch_size must be >= 1")
 
 
-_NESTED = {
-    "backbone": BackboneConfig,
-    "simplenet": SimpleNetConfig,
-    "flow": FlowConfig,
-    "memory": MemoryConfig,
-    "patchcore": PatchCoreConfig,
-    "comet": CoMetConfig,
-    "trust": TrustConfig,
-}
+def _sections(cls: type) -> dict[str, type]:
+    """The fields of ``cls`` that are config dataclasses themselves (ModelConfig.flow, TrainConfig.comet, ...),
+    read from its type hints: a new settings class is a section as soon as it is a field."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])}
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -345,10 +342,11 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown keys {unknown}; this file was written by a different "
                          f"version of comet-studio (known keys: {sorted(names)})")
+    sections = _sections(cls)
     kwargs = {}
     for key, value in data.items():
-        if key in _NESTED and isinstance(value, dict):
-            value = config_from_dict(_NESTED[key], value)
+        if key in sections and isinstance(value, dict):
+            value = config_from_dict(sections[key], value)
         elif key == "layers" and value is not None:
             value = tuple(value)
         kwargs[key] = value
@@ -375,10 +373,3 @@ def with_settings(config: Any, settings: dict[str, Any]) -> Any:
         node[key] = value
     return config_from_dict(type(config), data)
 
-
-def save_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (unique temp file + fsync + rename): a crash or a second writer never leaves
-    half a file."""
-    from .io.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False))

@@ -15,11 +15,11 @@ from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
 from .detectors import build_head
 from .detectors.memory import memory_prior_scores
 from .features import FeatureExtractor, extract_features, resolve_device
-from .inference import InferenceModel, Scores
+from .detectors.inference import InferenceModel, Scores
 from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from .postprocess import PostProcessor
+from .detectors.postprocess import PostProcessor
 from .progress import Progress
-from .quiet import quiet_stdout
+from .io.quiet import quiet_stdout
 from .training import CoMetTrainer, FitResult, RoundEvent, TrainingControl
 from .training.opinion import memory_opinion
 from .training.state import TrainerState

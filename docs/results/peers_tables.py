@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from comet_studio.core.bench.peers import SHARED, peer_key, write_peer_rows, read_peer_rows
-from comet_studio.core.bench.report import summarise
-from comet_studio.core.bench.runner import _row_key, _write_results, read_results
+from comet_studio.workflows.bench.peers import SHARED, peer_key, write_peer_rows, read_peer_rows
+from comet_studio.workflows.bench.report import summarise
+from comet_studio.workflows.bench.runner import _row_key, _write_results, read_results
 from readme_tables import update_readme  # this folder is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[2]

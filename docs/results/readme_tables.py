@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from comet_studio.core.bench.report import _cell, summarise
-from comet_studio.core.bench.runner import read_results
+from comet_studio.workflows.bench.report import _cell, summarise
+from comet_studio.workflows.bench.runner import read_results
 
 ROOT = Path(__file__).resolve().parents[2]
 MT = ROOT / "docs/results/cpu_bench_magnetic_tile/results.csv"

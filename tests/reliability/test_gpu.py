@@ -14,7 +14,7 @@ from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig
 from comet_studio.core.data import scan_folder
 from comet_studio.core.features import cache
 from comet_studio.core.model import AnomalyModel, _quiet_extractor
-from comet_studio.core.run import train_run
+from comet_studio.workflows.run import train_run
 from tests.conftest import good_tiles
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -23,7 +23,7 @@ from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig, c
 from comet_studio.core.data import scan_folder
 from comet_studio.core.io.trainer_state import STATE_FILE, read_trainer_state
 from comet_studio.core.model import AnomalyModel
-from comet_studio.core.run import read_overrides, read_samples, train_run, write_overrides
+from comet_studio.workflows.run import read_overrides, read_samples, train_run, write_overrides
 from tests.conftest import TINY, good_tiles
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")

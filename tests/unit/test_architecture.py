@@ -1,4 +1,4 @@
-"""The package's shape: no import cycle anywhere in ``comet_studio``.
+"""The package's shape: no import cycle anywhere in ``comet_studio``, and layers that import only downwards.
 
 The imports are read from the source with ``ast`` (nothing is imported, so gradio and ray are not needed).
 Every import counts, module-level or inside a function: a function-local import only hides a cycle until the
@@ -150,3 +150,28 @@ def test_tabs_do_not_import_each_other():
     edges = [f"{a} -> {b}" for a, targets in graph.items() if a.startswith(tabs)
              for b in targets if b.startswith(tabs)]
     assert not edges, "tab-to-tab imports:\n" + "\n".join(sorted(edges))
+
+
+LAYERS_ABOVE = {
+    # package: the packages it must not import (directly or through a function-local import)
+    "core": ("engines", "workflows", "viz", "cli", "app"),
+    "engines": ("core", "workflows", "viz", "cli", "app"),
+    "viz": ("core", "engines", "workflows", "cli", "app"),
+    "workflows": ("cli", "app"),
+}
+
+
+def test_layers_import_only_downwards():
+    """core is the algorithm alone; engines (where jobs run) and viz (pictures from plain data) stand beside it;
+    workflows use all three; cli and app are the shells on top."""
+    graph = import_graph()
+    edges = []
+    for layer, forbidden in LAYERS_ABOVE.items():
+        inside = f"{PACKAGE}.{layer}"
+        for name, targets in graph.items():
+            if name != inside and not name.startswith(inside + "."):
+                continue
+            edges += [f"{name} -> {target}" for target in sorted(targets)
+                      if any(target == f"{PACKAGE}.{above}" or target.startswith(f"{PACKAGE}.{above}.")
+                             for above in forbidden)]
+    assert not edges, "imports against the layers:\n" + "\n".join(sorted(edges))

@@ -12,10 +12,10 @@ import pytest
 from comet_studio.cli.main import main
 from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig
 from comet_studio.core.data.folder import ImageFolder
-from comet_studio.core.distributed.batch_predict import predict_images
-from comet_studio.core.distributed.listing import iter_listing, read_spool_block, spool_listing
+from comet_studio.workflows.predict.batch_predict import predict_images
+from comet_studio.workflows.predict.listing import iter_listing, read_spool_block, spool_listing
 from comet_studio.core.model import AnomalyModel
-from comet_studio.core.run import train_run
+from comet_studio.workflows.run import train_run
 from tests.conftest import MAGNETIC, TINY, good_tiles
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from comet_studio.cli.main import main
-from comet_studio.core.bench import (BenchConfig, SpeedConfig, cap_train, find_categories, read_results, run_bench,
+from comet_studio.workflows.bench import (BenchConfig, SpeedConfig, cap_train, find_categories, read_results, run_bench,
                                      speed_bench)
 from comet_studio.core.data import load_mvtec
 from comet_studio.core.model import AnomalyModel

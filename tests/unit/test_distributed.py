@@ -22,13 +22,13 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from comet_studio.cli.main import main  # noqa: E402
-from comet_studio.core.bench import BenchConfig, read_results, run_bench  # noqa: E402
+from comet_studio.workflows.bench import BenchConfig, read_results, run_bench  # noqa: E402
 from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig  # noqa: E402
 from comet_studio.core.data.folder import ImageFolder  # noqa: E402
-from comet_studio.core.distributed import make_engine  # noqa: E402
-from comet_studio.core.distributed.batch_predict import predict_images  # noqa: E402
-from comet_studio.core.plant import read_summary, train_all  # noqa: E402
-from comet_studio.core.run import train_run  # noqa: E402
+from comet_studio.engines import make_engine  # noqa: E402
+from comet_studio.workflows.predict.batch_predict import predict_images  # noqa: E402
+from comet_studio.workflows.plant import read_summary, train_all  # noqa: E402
+from comet_studio.workflows.run import train_run  # noqa: E402
 from tests.conftest import MAGNETIC, TINY, good_tiles  # noqa: E402
 from tests.unit.plant_fixtures import build_plant  # noqa: E402
 

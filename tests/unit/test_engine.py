@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from comet_studio.cli.main import main
-from comet_studio.core.distributed import LocalEngine, RayUnavailableError, make_engine
+from comet_studio.engines import LocalEngine, RayUnavailableError, make_engine
 
 
 def _invert(x: int) -> float:

@@ -24,8 +24,8 @@ from comet_studio.core.data.transforms import load_resized, resize_image, to_ten
 from comet_studio.core.io import atomic_path
 from comet_studio.core.io.export import OUTPUT_NAMES, TORCHSCRIPT_METADATA, export_model
 from comet_studio.core.io.serving import CvResize
-from comet_studio.core.onnx_predictor import OnnxModelError, OnnxPredictor
-from comet_studio.core.run import train_run
+from comet_studio.core.io.onnx_predictor import OnnxModelError, OnnxPredictor
+from comet_studio.workflows.run import train_run
 from tests.conftest import COOKIES, MAGNETIC, TINY, good_tiles
 
 TOLERANCE = 1e-4

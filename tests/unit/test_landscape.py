@@ -11,7 +11,7 @@ import torch
 from comet_studio.core import AnomalyModel, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
 from comet_studio.core.detectors.base import DetectorHead
 from comet_studio.core.features import StopRequested
-from comet_studio.core.landscape import LandscapeConfig, filter_normalised_direction, loss_landscape
+from comet_studio.core.training.landscape import LandscapeConfig, filter_normalised_direction, loss_landscape
 from tests.conftest import TINY, good_tiles
 
 

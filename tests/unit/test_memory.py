@@ -17,7 +17,7 @@ from comet_studio.core.detectors.memory import MemoryHead, memory_prior_scores
 from comet_studio.core.detectors.nearest import flat_patches, nearest_distance
 from comet_studio.core.detectors.patchcore import PatchCoreHead, greedy_coreset
 from comet_studio.core.evaluation import image_auroc
-from comet_studio.core.run import train_run
+from comet_studio.workflows.run import train_run
 from comet_studio.core.training import CoMetTrainer
 from comet_studio.core.training.weighting import confidence_weights
 

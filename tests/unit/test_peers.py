@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from comet_studio.cli.main import main
-from comet_studio.core.bench import read_results
-from comet_studio.core.bench.anomalib_peer import PeersUnavailableError
-from comet_studio.core.bench.peers import check_peers, read_peer_rows
+from comet_studio.workflows.bench import read_results
+from comet_studio.workflows.bench.anomalib_peer import PeersUnavailableError
+from comet_studio.workflows.bench.peers import check_peers, read_peer_rows
 from tests.conftest import TINY
 
 HAVE_ANOMALIB = importlib.util.find_spec("anomalib") is not None
@@ -94,7 +94,7 @@ def test_a_second_run_skips_finished_peer_cells(peer_bench, tiny_mvtec):
 
 @needs_anomalib
 def test_the_peer_backbone_is_our_efficientnet_lite0(tiny_mvtec):
-    from comet_studio.core.bench.anomalib_peer import build_peer, lite0_timm_state
+    from comet_studio.workflows.bench.anomalib_peer import build_peer, lite0_timm_state
     from comet_studio.core.data.transforms import load_resized, to_tensor
     from comet_studio.core.features import build_backbone
 

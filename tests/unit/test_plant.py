@@ -11,7 +11,7 @@ import pytest
 from comet_studio.cli.main import main
 from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig
 from comet_studio.core.io.trainer_state import STATE_FILE
-from comet_studio.core.plant import (CategoryJob, PlantCategory, find_plant_categories, finished_run, read_summary,
+from comet_studio.workflows.plant import (CategoryJob, PlantCategory, find_plant_categories, finished_run, read_summary,
                                      train_all, train_category)
 from tests.conftest import TINY
 from tests.unit.plant_fixtures import BROKEN_CATEGORY, GOOD_CATEGORIES, build_plant

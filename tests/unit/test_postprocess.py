@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from comet_studio.core.detectors.anomaly_map import AnomalyMap
-from comet_studio.core.postprocess import PostProcessor
+from comet_studio.core.detectors.postprocess import PostProcessor
 
 
 def test_postprocessor_maps_median_to_0_and_threshold_to_half():

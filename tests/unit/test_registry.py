@@ -9,7 +9,7 @@ import typing
 import pytest
 
 from comet_studio.cli.main import build_parser
-from comet_studio.core.bench.grid import MODELS
+from comet_studio.workflows.bench.grid import MODELS
 from comet_studio.core.config import DETECTORS, ModelConfig
 from comet_studio.core.detectors import build_head
 from comet_studio.core.detectors.base import DetectorHead

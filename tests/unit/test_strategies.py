@@ -7,7 +7,7 @@ import pytest
 from comet_studio.app.runs import STRATEGY_LABELS, strategy_name
 from comet_studio.cli.main import build_parser
 from comet_studio.cli.model_options import configs_from_args
-from comet_studio.core.bench.grid import METHODS
+from comet_studio.workflows.bench.grid import METHODS
 from comet_studio.core.config import TrainConfig, config_to_dict
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES, comet_parts, strategy_config
 

@@ -14,7 +14,7 @@ from comet_studio.core import AnomalyModel, BackboneConfig, CoMetConfig, ModelCo
 from comet_studio.core.data import scan_folder
 from comet_studio.core.evaluation import rejection_quality
 from comet_studio.core.io import CheckpointError
-from comet_studio.core.run import read_samples, train_run
+from comet_studio.workflows.run import read_samples, train_run
 
 SIZE = 128
 MODEL = ModelConfig(backbone=BackboneConfig(image_size=SIZE))

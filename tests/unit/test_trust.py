@@ -123,8 +123,8 @@ def test_strategies_are_defined_once():
 
 
 def test_a_run_folder_keeps_the_distrusted_patches_for_the_inspect_view(planted_folder, planted, tmp_path):
-    from comet_studio.core.run import read_distrusted, read_samples, train_run
-    from comet_studio.core.visualize import outline_patches
+    from comet_studio.workflows.run import read_distrusted, read_samples, train_run
+    from comet_studio.viz.overlays import outline_patches
 
     root, planted_paths = planted_folder
     _, features, _ = planted

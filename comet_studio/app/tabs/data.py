@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from ...core.data.folder import NotEnoughImagesError, ScanLimitError, ScanStopped
-from ...core.run import training_folder
+from ...workflows.run import training_folder
 from ..components import DataUI
 from ..context import AppContext, user_of
 from ..media import thumbnail

@@ -19,8 +19,8 @@ from PIL import Image
 from ...core.config import ModelConfig, TrainConfig, config_from_dict
 from ...core.data.demo import hidden_defects_found, read_demo_folder
 from ...core.data.images import read_image
-from ...core.run import read_distrusted, read_overrides, read_samples, write_overrides
-from ...core.visualize import outline_patches, overlay_heatmap
+from ...workflows.run import read_distrusted, read_overrides, read_samples, write_overrides
+from ...viz.overlays import outline_patches, overlay_heatmap
 from ...viz.weights import score_distribution
 from ..components import InspectUI
 from ..context import AppContext, user_of

@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from ...core.landscape import LandscapeConfig, loss_landscape
+from ...core.training.landscape import LandscapeConfig, loss_landscape
 from ...viz.landscape import LandscapePanel, landscape_figure
 from ...viz.training import empty_figure
 from ..components import LandscapeUI

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "write_text_atomic", "write_csv_atomic"]
+__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_csv_atomic"]
 
 # The process umask, read once at import (os.umask can only be read by setting it, which is not thread-safe).
 _UMASK = os.umask(0)
@@ -50,6 +52,12 @@ def write_text_atomic(target: str | Path, text: str) -> None:
     """Replace ``target`` with ``text`` atomically (unique temp file, fsync, rename)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def write_json_atomic(target: str | Path, data: dict[str, Any]) -> None:
+    """Replace ``target`` with ``data`` as indented JSON atomically: a crash or a second writer never leaves
+    half a file."""
+    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=False))
 
 
 def write_csv_atomic(target: str | Path, rows: Iterable[dict], fieldnames: Sequence[str], *,

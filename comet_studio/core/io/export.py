@@ -27,11 +27,11 @@ import torch
 
 from ..._version import __version__
 from ..detectors.registry import detector_spec
-from ..inference import Scores
+from ..detectors.inference import Scores
 from .atomic import atomic_path
 from .checkpoint import FORMAT_VERSION, write_checkpoint_file
 from .serving import ServingModel
-from ..quiet import quiet_stdout
+from .quiet import quiet_stdout
 
 __all__ = ["FORMATS", "ExportError", "export_model", "export_metadata", "INPUT_NAME", "OUTPUT_NAMES"]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..inference import InferenceModel, Scores
+from ..detectors.inference import InferenceModel, Scores
 
 __all__ = ["CvResize", "ServingModel"]
 

@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import ContaminatedSet, contaminate, load_mvtec
-from ..evaluation import aupro, f1_max, image_auroc, pixel_auroc
-from ..evaluation.evaluate import read_masks
-from ..features import resolve_device
-from ..io.atomic import write_csv_atomic, write_text_atomic
-from ..model import AnomalyModel
-from ..training.presets import DEFAULT_STRATEGY
+from ...core.data import ContaminatedSet, contaminate, load_mvtec
+from ...core.evaluation import aupro, f1_max, image_auroc, pixel_auroc
+from ...core.evaluation.evaluate import read_masks
+from ...core.features import resolve_device
+from ...core.io.atomic import write_csv_atomic, write_text_atomic
+from ...core.model import AnomalyModel
+from ...core.training.presets import DEFAULT_STRATEGY
 from .grid import BenchConfig, Cell, build_cells, cell_configs, find_categories
 from .report import write_report
 from .runner import METRIC_COLUMNS, _row_key, _write_results, cap_train, read_results

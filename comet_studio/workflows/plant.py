@@ -2,8 +2,8 @@
 
 ``train_all`` is the one call behind ``comet-studio train-all``. Each sub-folder of the plant root is a
 category: an MVTec-layout category (``train/`` + ``test/``, trained on ``train/``) or a raw folder of
-images (trained on all of it). Every category is trained with ``core.run.train_run`` into
-``RUNS_DIR/<category>/``, one job per category on an engine (``core.distributed``: in this process or one
+images (trained on all of it). Every category is trained with ``workflows.run.train_run`` into
+``RUNS_DIR/<category>/``, one job per category on an engine (``comet_studio.engines``: in this process or one
 Ray task each). It is resumable: a category whose ``run.json`` says it finished with the same settings is
 not trained again. One category's bad data or crash is recorded in its row and the others go on.
 
@@ -28,13 +28,13 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from .config import ModelConfig, TrainConfig, config_to_dict
-from .data.mvtec import is_mvtec_category
-from .distributed.engine import Engine, LocalEngine, describe_error
-from .features.cache import StopRequested
-from .io.atomic import write_csv_atomic
-from .io.trainer_state import STATE_FILE
-from .progress import Progress
+from ..core.config import ModelConfig, TrainConfig, config_to_dict
+from ..core.data.mvtec import is_mvtec_category
+from ..engines.engine import Engine, LocalEngine, describe_error
+from ..core.features.cache import StopRequested
+from ..core.io.atomic import write_csv_atomic
+from ..core.io.trainer_state import STATE_FILE
+from ..core.progress import Progress
 from .run import train_run, training_folder
 
 __all__ = ["SUMMARY_COLUMNS", "PlantCategory", "CategoryJob", "PlantResult", "find_plant_categories",

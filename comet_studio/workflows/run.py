@@ -33,17 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from .config import ModelConfig, TrainConfig, config_to_dict, save_json
-from .data.folder import UNBOUNDED, ImageFolder, ScanBounds, scan_folder
-from .data.mvtec import is_mvtec_category
-from .features import StopRequested, resolve_device
-from .io.atomic import atomic_path, write_text_atomic
-from .io.trainer_state import STATE_FILE, read_trainer_state, write_trainer_state
-from .model import AnomalyModel
-from .progress import Progress
-from .training.state import TrainerState
-from .training import RoundEvent
-from .training.weighting import Override
+from ..core.config import ModelConfig, TrainConfig, config_to_dict
+from ..core.data.folder import UNBOUNDED, ImageFolder, ScanBounds, scan_folder
+from ..core.data.mvtec import is_mvtec_category
+from ..core.features import StopRequested, resolve_device
+from ..core.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from ..core.io.trainer_state import STATE_FILE, read_trainer_state, write_trainer_state
+from ..core.model import AnomalyModel
+from ..core.progress import Progress
+from ..core.training.state import TrainerState
+from ..core.training import RoundEvent
+from ..core.training.weighting import Override
 
 __all__ = ["RunResult", "training_folder", "train_run", "read_samples", "read_overrides", "write_overrides",
            "read_distrusted"]
@@ -83,7 +83,7 @@ def read_overrides(run_dir: str | Path) -> dict[str, Override]:
 
 def write_overrides(run_dir: str | Path, overrides: dict[str, Override]) -> None:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    save_json(Path(run_dir) / "overrides.json", dict(sorted(overrides.items())))
+    write_json_atomic(Path(run_dir) / "overrides.json", dict(sorted(overrides.items())))
 
 
 def read_samples(run_dir: str | Path) -> list[dict]:
@@ -248,7 +248,7 @@ def train_run(
     rounds = max(len(history) - (len(resume_from.history) if resume_from else 0), 1)  # run in this call
     timings = {"extract_seconds": extract_seconds, "extract_images_per_second": len(folder) / max(extract_seconds, 1e-9),
                "train_seconds": train_seconds, "seconds_per_round": train_seconds / rounds}
-    save_json(out / "run.json", {
+    write_json_atomic(out / "run.json", {
         "version": __version__, "data": folder.root, "n_images": len(folder), "n_skipped": len(folder.skipped),
         "device": str(model.device_), "stopped": model.result_.stopped, "best_round": model.result_.best_round,
         "threshold": model.result_.threshold, "n_rejected": int(np.sum(model.result_.rejected)),

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .detectors.base import DetectorHead
-from .features.cache import StopRequested
-from .progress import Progress
+from ..detectors.base import DetectorHead
+from ..features.cache import StopRequested
+from ..progress import Progress
 
 __all__ = ["LandscapeConfig", "LossLandscape", "filter_normalised_direction", "loss_landscape"]
 

@@ -7,9 +7,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .detectors.anomaly_map import AnomalyMap
-from .detectors.base import DetectorHead, top_k_mean
-from .features.extractor import FeatureExtractor
+from .anomaly_map import AnomalyMap
+from .base import DetectorHead, top_k_mean
+from ..features.extractor import FeatureExtractor
 from .postprocess import PostProcessor
 
 __all__ = ["Scores", "InferenceModel"]

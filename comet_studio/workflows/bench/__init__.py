@@ -7,13 +7,13 @@ results.csv, results.md and plotly charts; a rerun into the same folder only run
 
 from .features import FeatureStore, load_or_extract
 from .grid import METHODS, MODELS, BenchConfig, Cell, build_cells, cell_configs, find_categories
-from .report import ReportFiles, markdown_report, noise_figure, summarise, write_report
+from .report import ReportFiles, markdown_report, summarise, write_report
 from .runner import COLUMNS, BenchResult, cap_train, read_results, run_bench, run_cell
 from .speed import SpeedConfig, speed_bench, speed_images, speed_markdown
 
 __all__ = [
     "FeatureStore", "load_or_extract", "METHODS", "MODELS", "BenchConfig", "Cell", "build_cells", "cell_configs",
-    "find_categories", "ReportFiles", "markdown_report", "noise_figure", "summarise", "write_report", "COLUMNS",
+    "find_categories", "ReportFiles", "markdown_report", "summarise", "write_report", "COLUMNS",
     "BenchResult", "cap_train", "read_results", "run_bench", "run_cell", "SpeedConfig", "speed_bench", "speed_images",
     "speed_markdown",
 ]

@@ -1,7 +1,5 @@
-"""The bench report: mean +- std over seeds as a markdown table, and image AUROC vs noise as plotly charts.
-
-Charts are written as HTML (always) and PNG through kaleido, which drives a Chrome/Chromium; when that
-cannot work the report says why and keeps the HTML.
+"""The bench report: mean +- std over seeds as a markdown table, and image AUROC vs noise as charts
+(drawn and written by ``viz/bench.py``: HTML always, PNG when kaleido works; otherwise the report says why).
 """
 
 from __future__ import annotations
@@ -13,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
-import plotly.io as pio
 
-__all__ = ["ReportFiles", "summarise", "pivot_table", "markdown_report", "noise_figure", "write_report"]
+from ...viz.bench import noise_figure, write_figures
+
+__all__ = ["ReportFiles", "summarise", "pivot_table", "markdown_report", "write_report"]
 
 GROUP = ("category", "model", "method", "protocol", "noise")
 SHOWN = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("f1_max", "F1-max"),
@@ -128,39 +126,8 @@ def markdown_report(rows: list[dict], settings: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def noise_figure(rows: list[dict], category: str) -> go.Figure:
-    """Image AUROC vs contamination for one category: one line per model+method, std error bars."""
-    summary = [s for s in summarise(rows) if s["category"] == category and s["n_seeds"] > 0]
-    protocols = {s["protocol"] for s in summary}
-    figure = go.Figure()
-    for line in dict.fromkeys((s["model"], s["method"], s["protocol"]) for s in summary):
-        points = sorted((s for s in summary if (s["model"], s["method"], s["protocol"]) == line),
-                        key=lambda s: s["noise"])
-        name = f"{line[0]} + {line[1]}" + (f" ({line[2]})" if len(protocols) > 1 else "")
-        figure.add_trace(go.Scatter(
-            x=[s["noise"] for s in points], y=[s["image_auroc_mean"] for s in points], mode="lines+markers",
-            name=name, error_y={"type": "data", "array": [s["image_auroc_std"] for s in points], "visible": True},
-            customdata=[s["n_seeds"] for s in points],
-            hovertemplate="noise %{x}<br>image AUROC %{y:.3f}<br>seeds %{customdata}<extra>" + name + "</extra>"))
-    figure.update_layout(title=f"{category}: image AUROC vs planted contamination", template="plotly_white",
-                         xaxis_title="contamination ratio (planted anomalies / clean training images)",
-                         yaxis_title="image AUROC (mean ± std over seeds)", legend_title="model + method")
-    return figure
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def _write_pngs(figures: list[go.Figure], paths: list[Path]) -> str | None:
-    """PNG through kaleido (one Chromium for all charts). Returns why it failed, or None."""
-    try:
-        pio.write_images(figures, paths, width=900, height=550)
-        return None
-    except Exception as error:  # noqa: BLE001 - any kaleido/browser failure means "HTML only"
-        return (f"PNG export failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                f"the HTML charts were written. kaleido needs Chrome or Chromium: `apt-get install -y chromium` "
-                f"or set BROWSER_PATH to the browser executable")
 
 
 def write_report(out_dir: str | Path, rows: list[dict], *, settings: dict | None = None,
@@ -170,16 +137,11 @@ def write_report(out_dir: str | Path, rows: list[dict], *, settings: dict | None
     markdown = out / "results.md"
     text = markdown_report(rows, settings)
     categories = list(dict.fromkeys(r["category"] for r in rows if not r["error"]))
-    figures = [noise_figure(rows, c) for c in categories]
-    html = []
-    for category, figure in zip(categories, figures, strict=True):
-        path = out / f"auroc_vs_noise_{_safe(category)}.html"
-        # "directory": one plotly.min.js beside the charts, so they open offline.
-        figure.write_html(path, include_plotlyjs="directory")
-        html.append(path)
-    png_paths = [p.with_suffix(".png") for p in html]
-    error = _write_pngs(figures, png_paths) if png and figures else None
+    summary = summarise(rows)
+    figures = [noise_figure(summary, c) for c in categories]
+    html = [out / f"auroc_vs_noise_{_safe(category)}.html" for category in categories]
+    written, error = write_figures(figures, html, png=png)
     if error:
         text += f"\n> Charts: {error}\n"
     markdown.write_text(text)
-    return ReportFiles(markdown=markdown, html=html, png=[] if error or not png else png_paths, png_error=error)
+    return ReportFiles(markdown=markdown, html=html, png=written, png_error=error)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig
-from ..data.mvtec import is_mvtec_category
-from ..detectors.registry import REGISTRY
-from ..training.presets import STRATEGIES, strategy_config
+from ...core.config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig
+from ...core.data.mvtec import is_mvtec_category
+from ...core.detectors.registry import REGISTRY
+from ...core.training.presets import STRATEGIES, strategy_config
 
 __all__ = ["METHODS", "MODELS", "BenchConfig", "Cell", "build_cells", "find_categories", "cell_configs"]
 

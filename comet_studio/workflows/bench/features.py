@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import BackboneConfig, ModelConfig, TrainConfig, config_to_dict
-from ..io.atomic import atomic_path
-from ..model import AnomalyModel
-from ..progress import Progress
+from ...core.config import BackboneConfig, ModelConfig, TrainConfig, config_to_dict
+from ...core.io.atomic import atomic_path
+from ...core.model import AnomalyModel
+from ...core.progress import Progress
 
 __all__ = ["FeatureStore", "load_or_extract", "cache_path"]
 

@@ -1,4 +1,4 @@
-"""The grid's cells as parallel jobs on an engine (``core.distributed``: Ray tasks on a cluster).
+"""The grid's cells as parallel jobs on an engine (``comet_studio.engines``: Ray tasks on a cluster).
 
 Two waves: one job per category extracts its features into the on-disk cache (``features.py``), then one
 job per cell reads them back and runs ``run_cell``. Every job names files by absolute path, so the output
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import LabelledSet, load_mvtec
-from ..distributed.engine import Engine
+from ...core.data import LabelledSet, load_mvtec
+from ...engines.engine import Engine
 from .features import FeatureStore, load_or_extract
 from .grid import BenchConfig, Cell
 from .cell import cap_train, error_row, run_cell

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import BACKBONES, BackboneConfig, MemoryConfig, ModelConfig, TrainConfig, config_to_dict
-from ..data.transforms import load_resized, to_tensor
-from ..features import BackboneUnavailableError, resolve_device
-from ..model import AnomalyModel
+from ...core.config import BACKBONES, BackboneConfig, MemoryConfig, ModelConfig, TrainConfig, config_to_dict
+from ...core.data.transforms import load_resized, to_tensor
+from ...core.features import BackboneUnavailableError, resolve_device
+from ...core.model import AnomalyModel
 
 __all__ = ["SpeedConfig", "speed_images", "speed_bench", "speed_markdown"]
 
@@ -130,7 +130,7 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig) -> dict:
 def speed_images(root: str | Path, n: int) -> list[str]:
     """The first ``n`` training images of an MVTec category, of the first category under an MVTec root, or
     of a plain folder (recursively)."""
-    from ..data import load_mvtec, scan_folder
+    from ...core.data import load_mvtec, scan_folder
     from .grid import find_categories
 
     try:

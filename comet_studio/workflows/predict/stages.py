@@ -15,10 +15,10 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ..data.images import ImageReadError, read_image
-from ..data.transforms import load_resized
-from ..predict import Predictor
-from ..visualize import overlay_heatmap
+from ...core.data.images import ImageReadError, read_image
+from ...core.data.transforms import load_resized
+from .predictor import Predictor
+from ...viz.overlays import overlay_heatmap
 
 __all__ = ["TableFormat", "TABLE_COLUMNS", "PredictSummary", "input_size", "decode_batch",
            "score_batch", "heatmap_name", "write_heatmaps", "TableWriter", "prepare_out"]

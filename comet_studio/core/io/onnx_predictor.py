@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.transforms import load_resized
-from .inference import Scores
-from .model import ImageItem, Prediction
-from .progress import Progress
+from ..data.transforms import load_resized
+from ..detectors.inference import Scores
+from ..model import ImageItem, Prediction
+from ..progress import Progress
 
 __all__ = ["OnnxModelError", "OnnxPredictor"]
 

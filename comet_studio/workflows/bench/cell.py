@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import save_json
-from ..data import ContaminatedSet, LabelledSet, contaminate
-from ..evaluation import evaluate_model, image_auroc, rejection_quality
-from ..model import AnomalyModel
+from ...core.data import ContaminatedSet, LabelledSet, contaminate
+from ...core.evaluation import evaluate_model, image_auroc, rejection_quality
+from ...core.io.atomic import write_json_atomic
+from ...core.model import AnomalyModel
 from .features import FeatureStore
 from .grid import BenchConfig, Cell, cell_configs
 
@@ -97,7 +97,7 @@ def run_cell(cell: Cell, dataset: LabelledSet, store: FeatureStore, config: Benc
         record["cell"] = row
         path = cells_dir / cell.category / f"{cell.name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_json(path, record)
+        write_json_atomic(path, record)
     return row
 
 

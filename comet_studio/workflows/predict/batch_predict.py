@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..predict import Predictor, load_predictor
-from ..progress import CountProgress
-from .engine import ENGINES, make_engine, require_ray
+from .predictor import Predictor, load_predictor
+from ...core.progress import CountProgress
+from ...engines.engine import ENGINES, make_engine, require_ray
 from .listing import iter_blocks, iter_listing, to_columns
 from .stages import (TABLE_COLUMNS, PredictSummary, TableFormat, TableWriter, decode_batch, input_size,
                      prepare_out, score_batch, write_heatmaps)

@@ -21,17 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import save_json
-from ..data import load_mvtec
-from ..io.atomic import write_csv_atomic
-from ..progress import Progress
+from ...core.data import load_mvtec
+from ...core.io.atomic import write_csv_atomic, write_json_atomic
+from ...core.progress import Progress
 from .cell import COLUMNS, COUNT_COLUMNS, LATER_COLUMNS, METRIC_COLUMNS, cap_train, run_cell
 from .features import load_or_extract
 from .grid import BenchConfig, Cell, build_cells, find_categories
 from .report import ReportFiles, write_report
 
 if TYPE_CHECKING:
-    from ..distributed.engine import Engine
+    from ...engines.engine import Engine
 
 __all__ = ["COLUMNS", "BenchResult", "run_bench", "run_cell", "read_results", "cap_train"]
 
@@ -88,7 +87,7 @@ def _check_settings(out: Path, config: BenchConfig) -> None:
         if stored != settings:
             raise ValueError(f"{out} holds a bench run with settings {stored}, but this one asks for {settings}; "
                              f"use a new --out folder (or the same settings) so that the rows stay comparable")
-    save_json(path, {"settings": settings, "note": "model selection uses only the contaminated training set "
+    write_json_atomic(path, {"settings": settings, "note": "model selection uses only the contaminated training set "
                                                    "(a held-out split of it); test labels are used for metrics only"})
 
 
@@ -96,7 +95,7 @@ def run_bench(data_root: str | Path, out_dir: str | Path, config: BenchConfig, *
               progress: Progress | None = None, png: bool = True, engine: Engine | None = None) -> BenchResult:
     """Run every cell of ``config`` over the categories of ``data_root`` that ``out_dir`` does not already
     hold as finished rows (cells with an error are retried), then write the report (``png=False``: charts
-    as HTML only). With an ``engine`` (``core.distributed``, e.g. Ray) the cells run as parallel jobs
+    as HTML only). With an ``engine`` (``comet_studio.engines``, e.g. Ray) the cells run as parallel jobs
     (``parallel.py``); without one, one after the other in this process."""
     categories = find_categories(data_root, config.categories)
     out = Path(out_dir)

@@ -1,6 +1,6 @@
 """Loading a predictor and streaming predictions over many images in chunks (the app's Test tab), so a
 large folder never sits in memory. Files on disk (CSV/Parquet tables, heatmaps) come from
-``core.distributed.batch_predict``, the one writer the CLI and Ray share."""
+``batch_predict``, the one writer the CLI and Ray share."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .data.folder import display_path, name_problem, scan_folder
-from .data.images import ImageReadError, is_image_name, read_image
-from .model import AnomalyModel, Prediction
+from ...core.data.folder import display_path, name_problem, scan_folder
+from ...core.data.images import ImageReadError, is_image_name, read_image
+from ...core.model import AnomalyModel, Prediction
 
 __all__ = ["Predictor", "load_predictor", "collect_images", "iter_predictions"]
 
@@ -27,7 +27,7 @@ def load_predictor(source: str | Path, *, device: str = "auto") -> Predictor:
     """An exported ``.onnx`` file -> ``OnnxPredictor``; a run folder, its ``model/`` folder or an exported
     ``.safetensors`` file -> ``AnomalyModel``."""
     if Path(source).suffix.lower() == ".onnx":
-        from .onnx_predictor import OnnxPredictor  # onnxruntime is only imported when needed
+        from ...core.io.onnx_predictor import OnnxPredictor  # onnxruntime is only imported when needed
 
         return OnnxPredictor(source, device=device)
     return AnomalyModel.load(source, device=device)

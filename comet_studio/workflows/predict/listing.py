@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.folder import iter_folder
-from ..data.images import is_image_name
+from ...core.data.folder import iter_folder
+from ...core.data.images import is_image_name
 
 __all__ = ["LIST_SUFFIXES", "Listed", "SpoolBlock", "check_inputs", "iter_listing", "iter_blocks", "to_columns",
            "spool_listing", "read_spool_block"]

@@ -28,7 +28,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from ..data.transforms import load_resized, to_tensor
+from ...core.data.transforms import load_resized, to_tensor
 
 __all__ = ["ANOMALIB_VERSION", "PEER_MODELS", "INSTALL_HINT", "PeersUnavailableError", "import_anomalib",
            "lite0_timm_state", "PeerPrediction", "build_peer", "fit_peer", "predict_peer", "anomalib_metrics"]
@@ -71,7 +71,7 @@ def lite0_timm_state() -> dict[str, torch.Tensor]:
     tensors in the same order (stem, then every block); each pair's last name part and shape are checked."""
     import timm
 
-    from ..features import build_backbone
+    from ...core.features import build_backbone
 
     ours = build_backbone("efficientnet-lite0").state_dict()
     theirs = timm.create_model(TIMM_LITE0, pretrained=False, features_only=True).state_dict()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from ..progress import CountProgress
+from ...core.progress import CountProgress
 from .listing import SpoolBlock, read_spool_block, spool_listing, to_columns
 from .stages import (PredictSummary, TableFormat, TableWriter, decode_batch, prepare_out, score_batch,
                      write_heatmaps)
@@ -39,7 +39,7 @@ class _Scorer:
     def __init__(self, source: str, device: str, threads: int, maps: bool) -> None:
         import torch
 
-        from ..predict import load_predictor
+        from .predictor import load_predictor
 
         torch.set_num_threads(threads)
         self.predictor = load_predictor(source, device=device)

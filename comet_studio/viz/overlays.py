@@ -1,11 +1,12 @@
-"""Heatmap overlays as images (OpenCV colour map on the original picture)."""
+"""Heatmap overlays as images (OpenCV colour map on the original picture), and the patches a first opinion
+distrusted outlined: pictures for the Test and Inspect tabs and for batch prediction's heatmap files."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-__all__ = ["colorize", "overlay_heatmap"]
+__all__ = ["colorize", "overlay_heatmap", "outline_patches"]
 
 
 def colorize(anomaly_map: np.ndarray, vmax: float = 1.0) -> np.ndarray:
