@@ -41,6 +41,13 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
     _check(low <= value <= high, f"{name} must be in [{low}, {high}], got {value!r}")
 
 
+def _check_at_least(config: Any, **lowest: float) -> None:
+    """Each named field of ``config`` is at least its value, checked in the order given."""
+    for name, low in lowest.items():
+        value = getattr(config, name)
+        _check(value >= low, f"{name} must be >= {low}, got {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackboneConfig:
     """Frozen pretrained feature extractor.
@@ -61,7 +68,7 @@ class BackboneConfig:
         _check(32 <= self.image_size <= 2048 and self.image_size % 32 == 0,
                f"image_size must be a multiple of 32 in [32, 2048], got {self.image_size!r}")
         _check(self.patch_size in (1, 3, 5, 7), f"patch_size must be 1, 3, 5 or 7, got {self.patch_size!r}")
-        _check(self.feature_dim >= 8, f"feature_dim must be >= 8, got {self.feature_dim!r}")
+        _check_at_least(self, feature_dim=8)
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             _check(len(self.layers) >= 1, "layers must name at least one layer (or be None for the default)")
@@ -87,10 +94,10 @@ class SimpleNetConfig:
     train_patches: int = 256
 
     def __post_init__(self) -> None:
-        _check(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim!r}")
+        _check_at_least(self, hidden_dim=8)
         _check(self.train_patches >= 0, f"train_patches must be >= 0 (0 = all), got {self.train_patches!r}")
         _check(self.noise_std > 0, f"noise_std must be > 0, got {self.noise_std!r}")
-        _check(self.margin >= 0, f"margin must be >= 0, got {self.margin!r}")
+        _check_at_least(self, margin=0)
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
         _check_range("top_k", self.top_k, 0.0, 1.0)
 
@@ -155,7 +162,7 @@ class MemoryConfig:
         _check(0 <= self.candidates <= 64, f"candidates must be in [0, 64] (0 = exact search), got {self.candidates!r}")
         _check(self.aggregate in ("max", "mean"), f"aggregate must be 'max' or 'mean', got {self.aggregate!r}")
         _check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction!r}")
-        _check(self.max_patches >= 16, f"max_patches must be >= 16, got {self.max_patches!r}")
+        _check_at_least(self, max_patches=16)
         _check_range("top_k", self.top_k, 0.0, 1.0)
 
 
@@ -172,8 +179,7 @@ class PatchCoreConfig:
 
     def __post_init__(self) -> None:
         _check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction!r}")
-        _check(self.projection_dim >= 8, f"projection_dim must be >= 8, got {self.projection_dim!r}")
-        _check(self.max_patches >= 16, f"max_patches must be >= 16, got {self.max_patches!r}")
+        _check_at_least(self, projection_dim=8, max_patches=16)
         _check_range("top_k", self.top_k, 0.0, 1.0)
 
 
@@ -191,7 +197,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.detector in DETECTORS, f"detector must be one of {DETECTORS}, got {self.detector!r}")
-        _check(self.blur_sigma >= 0, f"blur_sigma must be >= 0, got {self.blur_sigma!r}")
+        _check_at_least(self, blur_sigma=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,14 +235,12 @@ class CoMetConfig:
     loss_weights: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.iqr_k >= 0, f"iqr_k must be >= 0, got {self.iqr_k!r}")
-        _check(self.warmup_rounds >= 0, f"warmup_rounds must be >= 0, got {self.warmup_rounds!r}")
-        _check(self.task_size >= 2, f"task_size must be >= 2, got {self.task_size!r}")
+        _check_at_least(self, iqr_k=0, warmup_rounds=0, task_size=2)
         _check(0 < self.support_fraction < 1, f"support_fraction must be in (0, 1), got {self.support_fraction!r}")
-        _check(self.inner_steps >= 1, f"inner_steps must be >= 1, got {self.inner_steps!r}")
+        _check_at_least(self, inner_steps=1)
         _check(0 < self.meta_step <= 1, f"meta_step must be in (0, 1], got {self.meta_step!r}")
         _check(self.l2_base >= 0 and self.l2_gamma >= 0, "l2_base and l2_gamma must be >= 0")
-        _check(self.l2_window >= 3, f"l2_window must be >= 3, got {self.l2_window!r}")
+        _check_at_least(self, l2_window=3)
         _check_range("prior_blend", self.prior_blend, 0.0, 1.0)
 
     @classmethod
@@ -311,9 +315,7 @@ class TrainConfig:
     fp16_cache: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds!r}")
-        _check(self.steps_per_round >= 1, f"steps_per_round must be >= 1, got {self.steps_per_round!r}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
+        _check_at_least(self, rounds=1, steps_per_round=1, batch_size=1)
         _check(self.prior in ("none", "memory"), f"prior must be 'none' or 'memory', got {self.prior!r}")
         _check(0 <= self.validation_fraction < 0.5,
                f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}")

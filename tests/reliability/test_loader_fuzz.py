@@ -29,8 +29,8 @@ from comet_studio.core.config import BackboneConfig, ModelConfig, TrainConfig
 from comet_studio.core.data import ImageReadError, read_image, scan_folder
 from comet_studio.core.data.images import MAX_PIXELS
 from comet_studio.core.model import AnomalyModel
-from comet_studio.workflows.predict.batch_predict import predict_local
-from comet_studio.workflows.predict.predictor import collect_images, iter_predictions
+from comet_studio.workflows.predict.listing import collect_images
+from comet_studio.workflows.predict.pipeline import iter_predictions, predict_local
 from comet_studio.workflows.run import read_samples, train_run, training_folder
 from tests.conftest import TINY, good_tiles
 

@@ -14,7 +14,7 @@ from PIL import Image
 from ...core.data.images import read_image
 from ...core.data.mvtec import LabelledImage, is_mvtec_category, load_mvtec
 from ...core.evaluation import evaluate_model
-from ...workflows.predict.predictor import iter_predictions
+from ...workflows.predict.pipeline import iter_predictions
 from ...viz.overlays import overlay_heatmap
 from ...viz.evaluation import roc_figure
 from ...viz.training import empty_figure

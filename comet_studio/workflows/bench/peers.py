@@ -18,7 +18,6 @@ predictions; ``peers.md``, the summary. Finished rows are skipped when the bench
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ from ...core.model import AnomalyModel
 from ...core.training.presets import DEFAULT_STRATEGY
 from .grid import BenchConfig, Cell, build_cells, cell_configs, find_categories
 from .report import write_report
-from .runner import METRIC_COLUMNS, _row_key, _write_results, cap_train, read_results
+from .runner import METRIC_COLUMNS, _row_key, _write_results, cap_train, read_results, read_rows
 
 __all__ = ["PEERS", "PEER_COLUMNS", "OURS", "check_peers", "run_peers", "read_peer_rows", "write_peer_rows",
            "peer_key", "peers_markdown"]
@@ -145,11 +144,7 @@ def _rows(cell: Cell, name: str, data: ContaminatedSet, ours: _Timed | str, stat
 
 def read_peer_rows(path: str | Path) -> list[dict]:
     """Rows of a peers.csv with numbers parsed."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_rows(path)
     text = {"category", "model", "protocol", "ours_model", "ours_method", "device", "error", "finished"}
     for row in rows:
         for key in PEER_COLUMNS:

@@ -51,13 +51,18 @@ def _row_key(row: dict) -> tuple:
             row["protocol"])
 
 
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a bench table (results.csv, peers.csv) as text; none when the file does not exist yet."""
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def read_results(path: str | Path) -> list[dict]:
     """Rows of a results.csv with numbers parsed (NaN where a metric does not apply)."""
     path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_rows(path)
     for row in rows:
         for column in LATER_COLUMNS:
             row.setdefault(column, "")

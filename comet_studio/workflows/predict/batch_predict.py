@@ -1,72 +1,20 @@
-"""Streaming prediction over many images, the same on every engine: listing -> decode -> score -> heatmaps
--> one table.
+"""``comet-studio predict``: score every listed image with a model, on an engine, into one table.
 
-Each stage is a function of a column batch (a dict of numpy arrays: ``index``, ``path``, ``error``, then
-``image``, then ``score``/``raw_score``/``label``/``map``, then ``heatmap``). ``predict_images`` runs the
-stages in this process (``engine="local"``) or hands them to Ray Data (``engine="ray"``,
-``ray_predict.py``); the stages themselves live in ``stages.py``. Both write the same files::
-
-    predictions.csv | predictions.parquet   path, score, raw_score, label, heatmap, error (listing order)
-    heatmaps/<index:06d>_<stem>.png          overlays at the original resolution (with ``heatmaps=True``)
-
-A file that cannot be read gets a row with its ``error``; it never stops the run.
+``predict_images`` checks its arguments and loads the model once (a bad model fails before any work), then
+runs the pipeline (``pipeline.py``) in this process (``engine="local"``) or hands its stages to Ray Data
+(``engine="ray"``, ``ray_predict.py``). Both write the same files (see ``pipeline.py``).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from .predictor import Predictor, load_predictor
 from ...core.progress import CountProgress
 from ...engines.engine import ENGINES, make_engine, require_ray
-from .listing import iter_blocks, iter_listing, to_columns
-from .stages import (TABLE_COLUMNS, PredictSummary, TableFormat, TableWriter, decode_batch, input_size,
-                     prepare_out, score_batch, write_heatmaps)
+from .pipeline import PredictSummary, TableFormat, input_size, load_predictor, predict_local
 
-__all__ = ["TableFormat", "TABLE_COLUMNS", "PredictSummary", "input_size", "decode_batch", "score_batch",
-           "write_heatmaps", "TableWriter", "predict_images", "predict_local"]
-
-
-def _decoded_blocks(inputs: Sequence[str | Path], batch_size: int, size: int, base: str
-                    ) -> Iterator[dict[str, np.ndarray]]:
-    """Decoded blocks in order; the next block decodes in a background thread while the caller scores this
-    one (decoding and resizing release the GIL), as Ray's decode tasks run beside its actors."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ahead = None
-        for block in iter_blocks(iter_listing(inputs), batch_size):
-            future = pool.submit(decode_batch, to_columns(block), size=size, base=base)
-            if ahead is not None:
-                yield ahead.result()
-            ahead = future
-        if ahead is not None:
-            yield ahead.result()
-
-
-def predict_local(predictor: Predictor, inputs: Sequence[str | Path], out_dir: str | Path, *,
-                  heatmaps: bool = False, fmt: TableFormat = "csv", batch_size: int = 32,
-                  progress: CountProgress | None = None) -> PredictSummary:
-    """Run the stages in this process, one batch at a time."""
-    out, heat_dir = prepare_out(out_dir, heatmaps)
-    size, base = input_size(predictor), os.getcwd()
-    writer = TableWriter(out, fmt)
-    done = 0
-    try:
-        for decoded in _decoded_blocks(inputs, batch_size, size, base):
-            batch = score_batch(predictor, decoded, maps=heatmaps)
-            if heat_dir is not None:
-                batch = write_heatmaps(batch, heat_dir=str(heat_dir), base=base)
-            done += writer.write(batch)
-            if progress is not None:
-                progress(done)
-    except BaseException:
-        writer.abort()
-        raise
-    return PredictSummary(writer.close(), writer.scored, writer.failed, heat_dir)
+__all__ = ["predict_images"]
 
 
 def predict_images(source: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *,

@@ -1,10 +1,13 @@
-"""The images to predict, listed lazily: folders (recursively), image files, and text files of paths.
+"""The images to predict: listed lazily for the CLI and Ray, or as a list for the app.
 
 A listing is a stream of ``Listed(index, path, error)``: ``index`` counts every entry in order (it names the
 heatmap files, so it is the same on every engine), ``error`` is empty for an image to score and says why not
 otherwise (a file without an image extension). Nothing here holds the whole list: a folder is walked one
 sub-folder at a time and a text file is read line by line. For Ray the listing is spooled to a file once
 and cut into blocks that workers read by byte offset (``spool_listing``, ``read_spool_block``).
+
+``listed_images`` (one folder or file, within scan bounds: the app's Test and Data tabs) and
+``collect_images`` (files and folders, unbounded) return (paths, skipped) lists, not decoding anything.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.data.folder import iter_folder
+from ...core.data.folder import UNBOUNDED, ScanBounds, display_path, iter_folder, name_problem, scan_folder
 from ...core.data.images import is_image_name
 
 __all__ = ["LIST_SUFFIXES", "Listed", "SpoolBlock", "check_inputs", "iter_listing", "iter_blocks", "to_columns",
-           "spool_listing", "read_spool_block"]
+           "spool_listing", "read_spool_block", "listed_images", "collect_images"]
 
 # A text file among the inputs lists image paths, one per line (blank lines and # comments ignored).
 LIST_SUFFIXES = (".txt", ".lst")
@@ -52,6 +55,10 @@ def check_inputs(inputs: Sequence[str | Path]) -> None:
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
 
 
+def _not_an_image(path: Path) -> str:
+    return f"not an image file extension ({path.suffix or 'none'})"
+
+
 def _list_file(path: Path) -> Iterator[tuple[str, str]]:
     """(path, error) per entry of a text file; relative entries are relative to the list file's folder."""
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
@@ -60,7 +67,7 @@ def _list_file(path: Path) -> Iterator[tuple[str, str]]:
             if not entry or entry.startswith("#"):
                 continue
             target = Path(entry) if os.path.isabs(entry) else path.parent / entry
-            error = "" if is_image_name(target) else f"not an image file extension ({target.suffix or 'none'})"
+            error = "" if is_image_name(target) else _not_an_image(target)
             yield str(target), error
 
 
@@ -73,8 +80,7 @@ def _entries(item: Path) -> Iterator[tuple[str, str]]:
     elif is_image_name(item):
         yield str(item), ""
     else:
-        yield str(item), f"not an image file extension ({item.suffix or 'none'}); a list of paths must end in " \
-                         f"{' or '.join(LIST_SUFFIXES)}"
+        yield str(item), f"{_not_an_image(item)}; a list of paths must end in {' or '.join(LIST_SUFFIXES)}"
 
 
 def iter_listing(inputs: Sequence[str | Path]) -> Iterator[Listed]:
@@ -135,3 +141,31 @@ def read_spool_block(spool: str | Path, block: SpoolBlock) -> list[Listed]:
             error, _, path = handle.readline().rstrip(b"\n").partition(b"\t")
             entries.append(Listed(block.start + i, os.fsdecode(path), error.decode()))
     return entries
+
+
+def listed_images(path: Path, bounds: ScanBounds = UNBOUNDED) -> tuple[list[str], list[tuple[str, str]]]:
+    """(image paths, skipped (path, reason)) of a folder (recursively, within ``bounds``, not decoded) or of
+    one image file."""
+    if path.is_dir():
+        folder = scan_folder(path, verify=False, min_images=0, bounds=bounds)
+        return list(folder.paths), [(s.path, s.reason) for s in folder.skipped]
+    if not is_image_name(path):
+        return [], [(display_path(path), _not_an_image(path))]
+    problem = name_problem(path)
+    return ([], [(display_path(path), problem)]) if problem else ([str(path)], [])
+
+
+def collect_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image paths from files and folders (folders recursively); returns (paths, skipped (path, reason))."""
+    paths: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for item in map(Path, inputs):
+        if item.is_dir() or (item.is_file() and is_image_name(item)):
+            found, missed = listed_images(item)
+            paths.extend(found)
+            skipped.extend(missed)
+        elif item.exists():
+            skipped.append((str(item), _not_an_image(item)))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+    return paths, skipped

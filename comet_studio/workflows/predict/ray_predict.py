@@ -1,4 +1,4 @@
-"""Prediction on a Ray cluster with Ray Data: the stages of ``batch_predict`` as a streaming pipeline.
+"""Prediction on a Ray cluster with Ray Data: the stages of ``pipeline.py`` as a streaming pipeline.
 
     spool blocks (from_items of small block records)
       -> read + decode (tasks, in parallel)          -> images resized to the model's input
@@ -25,8 +25,8 @@ import ray
 
 from ...core.progress import CountProgress
 from .listing import SpoolBlock, read_spool_block, spool_listing, to_columns
-from .stages import (PredictSummary, TableFormat, TableWriter, decode_batch, prepare_out, score_batch,
-                     write_heatmaps)
+from .pipeline import (PredictSummary, TableFormat, TableWriter, decode_batch, load_predictor, prepare_out,
+                       score_batch, write_heatmaps, write_rows)
 
 __all__ = ["predict_ray", "default_workers"]
 
@@ -38,8 +38,6 @@ class _Scorer:
 
     def __init__(self, source: str, device: str, threads: int, maps: bool) -> None:
         import torch
-
-        from .predictor import load_predictor
 
         torch.set_num_threads(threads)
         self.predictor = load_predictor(source, device=device)
@@ -77,42 +75,43 @@ def predict_ray(source: str | Path, size: int, inputs: Sequence[str | Path], out
         raise ValueError(f"workers must be between 1 and the cluster's {cpus} CPUs, got {workers}")
     threads = 1 if gpu else max(1, cpus // workers)
     base = os.getcwd()
-    writer = TableWriter(out, fmt)
-    # The spool sits in the output folder: on a multi-node cluster that is the shared storage workers read.
-    handle, spool = tempfile.mkstemp(prefix=".listing-", suffix=".spool", dir=out)
-    os.close(handle)
-    try:
-        blocks = spool_listing(inputs, Path(spool), batch_size)
-        if not blocks:
-            return PredictSummary(writer.close(), 0, 0, heat_dir)
-        # One Ray Data block per spool block, kept whole through every stage (batch_size=None): each task
-        # and actor call then hands on its result at once. Bundling many small records into one task would
-        # decode serially and hold every row back until a 128 MB output block filled.
-        ds = ray.data.from_items([asdict(b) for b in blocks], override_num_blocks=len(blocks))
-        ds.context.execution_options.preserve_order = True  # the table comes out in listing order
-        ds.context.enable_progress_bars = False  # the caller reports progress from the rows it writes
-        # The actors reserve the CPUs (or GPUs). Reading, decoding and heatmap writing reserve none, and a
-        # bounded number of tasks run beside them: with whole CPUs of their own they could wait forever for
-        # the actors to free one (on a 2-CPU machine two actors hold both). On GPU nodes the CPUs the
-        # actors leave free all decode: one GPU scores faster than one core decodes.
-        decoders = max(2, cpus - workers) if gpu else max(2, workers)
-        light = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=decoders), "batch_size": None}
-        ds = ds.map_batches(_load_block, fn_kwargs={"spool": spool, "size": size, "base": base}, **light)
-        scorer = {"source": str(Path(source).resolve()), "device": device, "threads": threads, "maps": heatmaps}
-        ds = ds.map_batches(_Scorer, fn_constructor_kwargs=scorer, batch_size=None,
-                            compute=ray.data.ActorPoolStrategy(size=workers),
-                            num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)
-        if heat_dir is not None:
-            ds = ds.map_batches(write_heatmaps, fn_kwargs={"heat_dir": str(heat_dir.resolve()), "base": base},
-                                **light)
-        done = 0
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            done += writer.write(batch)
-            if progress is not None:
-                progress(done)
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        os.unlink(spool)
-    return PredictSummary(writer.close(), writer.scored, writer.failed, heat_dir)
+    with TableWriter(out, fmt) as writer:
+        # The spool sits in the output folder: on a multi-node cluster that is the shared storage workers read.
+        handle, spool = tempfile.mkstemp(prefix=".listing-", suffix=".spool", dir=out)
+        os.close(handle)
+        try:
+            blocks = spool_listing(inputs, Path(spool), batch_size)
+            if blocks:
+                batches = _stream(blocks, spool, source=source, device=device, size=size, base=base, gpu=gpu,
+                                  cpus=cpus, workers=workers, threads=threads, heat_dir=heat_dir)
+                write_rows(writer, batches, progress)
+        finally:
+            os.unlink(spool)
+    return writer.summary(heat_dir)
+
+
+def _stream(blocks: list[SpoolBlock], spool: str, *, source: str | Path, device: str, size: int, base: str,
+            gpu: bool, cpus: int, workers: int, threads: int, heat_dir: Path | None):
+    """The finished batches, in listing order, from a Ray Data pipeline over the spool's blocks."""
+    # One Ray Data block per spool block, kept whole through every stage (batch_size=None): each task
+    # and actor call then hands on its result at once. Bundling many small records into one task would
+    # decode serially and hold every row back until a 128 MB output block filled.
+    ds = ray.data.from_items([asdict(b) for b in blocks], override_num_blocks=len(blocks))
+    ds.context.execution_options.preserve_order = True  # the table comes out in listing order
+    ds.context.enable_progress_bars = False  # the caller reports progress from the rows it writes
+    # The actors reserve the CPUs (or GPUs). Reading, decoding and heatmap writing reserve none, and a
+    # bounded number of tasks run beside them: with whole CPUs of their own they could wait forever for
+    # the actors to free one (on a 2-CPU machine two actors hold both). On GPU nodes the CPUs the
+    # actors leave free all decode: one GPU scores faster than one core decodes.
+    decoders = max(2, cpus - workers) if gpu else max(2, workers)
+    light = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=decoders), "batch_size": None}
+    ds = ds.map_batches(_load_block, fn_kwargs={"spool": spool, "size": size, "base": base}, **light)
+    scorer = {"source": str(Path(source).resolve()), "device": device, "threads": threads,
+              "maps": heat_dir is not None}
+    ds = ds.map_batches(_Scorer, fn_constructor_kwargs=scorer, batch_size=None,
+                        compute=ray.data.ActorPoolStrategy(size=workers),
+                        num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)
+    if heat_dir is not None:
+        ds = ds.map_batches(write_heatmaps, fn_kwargs={"heat_dir": str(heat_dir.resolve()), "base": base},
+                            **light)
+    return ds.iter_batches(batch_size=None, batch_format="numpy")
