@@ -4,12 +4,17 @@ and the HTML is kept."""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
 
 __all__ = ["noise_figure", "write_figures"]
+
+PNG_OPTIONS = {"format": "png", "width": 900, "height": 550}
+RENDER_TIMEOUT = 90.0  # seconds one chart may take in Chromium (kaleido's default) before PNG export fails
 
 
 def noise_figure(summary: list[dict], category: str) -> go.Figure:
@@ -33,15 +38,40 @@ def noise_figure(summary: list[dict], category: str) -> go.Figure:
     return figure
 
 
+def _render_pngs(figures: list[go.Figure]) -> list[bytes]:
+    """Every chart as PNG bytes, rendered in one Chromium; raises when any render fails or times out.
+
+    Not ``pio.write_images``: kaleido hands it the renders that failed as a return value, which plotly drops,
+    so a chart that timed out (a loaded machine) was reported written while kaleido had deleted its file."""
+    import kaleido
+
+    defaults = pio.defaults  # what plotly's own to_image passes to kaleido
+    options = {"plotlyjs": defaults.plotlyjs, "mathjax": defaults.mathjax, "headers": defaults.headers}
+
+    async def render() -> list[bytes]:
+        async with kaleido.Kaleido(timeout=RENDER_TIMEOUT, **{k: v for k, v in options.items() if v}) as browser:
+            return [await browser.calc_fig(figure.to_dict(), PNG_OPTIONS, topojson=defaults.topojson)
+                    for figure in figures]
+
+    # Its own thread and event loop (as kaleido's sync calls do), so a caller inside a running loop works too.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, render()).result()
+
+
 def _write_pngs(figures: list[go.Figure], paths: list[Path]) -> str | None:
-    """PNG through kaleido (one Chromium for all charts). Returns why it failed, or None."""
+    """PNG through kaleido: all charts rendered first, then written. Returns why it failed, or None."""
     try:
-        pio.write_images(figures, paths, width=900, height=550)
-        return None
+        images = _render_pngs(figures)
     except Exception as error:  # noqa: BLE001 - any kaleido/browser failure means "HTML only"
-        return (f"PNG export failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                f"the HTML charts were written. kaleido needs Chrome or Chromium: `apt-get install -y chromium` "
-                f"or set BROWSER_PATH to the browser executable")
+        if isinstance(error, (TimeoutError, asyncio.TimeoutError)):  # the same class from Python 3.11
+            reason = f"a chart took longer than {RENDER_TIMEOUT:g} s to render in Chromium"
+        else:
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return (f"PNG export failed ({reason}); the HTML charts were written. kaleido needs Chrome or Chromium: "
+                f"`apt-get install -y chromium` or set BROWSER_PATH to the browser executable")
+    for image, path in zip(images, paths, strict=True):
+        path.write_bytes(image)
+    return None
 
 
 def write_figures(figures: list[go.Figure], html: list[Path], *, png: bool = True) -> tuple[list[Path], str | None]:
