@@ -55,6 +55,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--backbones", type=_list(str, "--backbones"),
                    default=("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2"), help="--speed only")
     p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--tta", default="", metavar="VIEWS", help="test-time views of every model, e.g. hflip,rot90")
+    p.add_argument("--augment", default="", metavar="VIEWS", help="training views of every model, e.g. rot90,hflip")
     p.add_argument("--rounds", type=int, default=None, help="training rounds (default: TrainConfig's)")
     p.add_argument("--steps", type=int, default=None, help="gradient steps per round (default: TrainConfig's)")
     p.add_argument("--max-train", type=int, default=None,
@@ -91,7 +93,7 @@ def _grid(args: argparse.Namespace) -> int:
     config = BenchConfig(noise=args.noise, methods=args.methods, models=args.models, seeds=args.seeds,
                          categories=args.categories, protocol=args.protocol, backbone=args.backbone,
                          image_size=args.image_size, rounds=args.rounds, steps_per_round=args.steps,
-                         max_train=args.max_train, device=args.device)
+                         max_train=args.max_train, device=args.device, tta=args.tta, augment=args.augment)
     if args.peers:  # before any work: a missing extra says how to install it
         from comet_studio.workflows.bench.peers import check_peers, run_peers
 

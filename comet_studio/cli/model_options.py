@@ -8,7 +8,7 @@ import argparse
 import json
 from dataclasses import replace
 
-from comet_studio.core.config import BACKBONES
+from comet_studio.core.config import BACKBONES, TEST_VIEWS
 from comet_studio.core.detectors.registry import REGISTRY, detector_names
 from comet_studio.core.quality import DEFAULT_QUALITY, QUALITY, quality_configs
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES, strategy_config
@@ -26,6 +26,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default=None, choices=list(BACKBONES), help="default: the --quality preset's")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size (multiple of 32; default: the --quality preset's)")
+    p.add_argument("--tta", default="", metavar="VIEWS",
+                   help=f"test-time views, comma-separated ({','.join(TEST_VIEWS)}): each image is also scored "
+                        "through them and the aligned maps averaged; one backbone pass more per view")
+    p.add_argument("--augment", default="", metavar="VIEWS",
+                   help="training views, same names: e.g. rot90,rot180,rot270,hflip for parts that come in any "
+                        "orientation; one backbone pass more per training image and view")
     p.add_argument("--epochs", "--rounds", dest="rounds", type=int, default=None, help="training rounds")
     p.add_argument("--steps", type=int, default=None, help="gradient steps per round")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -59,7 +65,8 @@ def configs_from_args(args: argparse.Namespace):
 
     model, base = quality_configs(getattr(args, "quality", DEFAULT_QUALITY), ModelConfig(detector=args.model))
     backbone = {k: v for k, v in (("name", args.backbone), ("image_size", args.image_size)) if v is not None}
-    model = replace(model, backbone=BackboneConfig(**{**config_to_dict(model.backbone), **backbone}))
+    model = replace(model, backbone=BackboneConfig(**{**config_to_dict(model.backbone), **backbone}),
+                    tta=getattr(args, "tta", ""), augment=getattr(args, "augment", ""))
     extra = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
     base = replace(base, device=args.device, seed=args.seed, fp16_cache=args.fp16_cache, **extra)
     train = strategy_config(_strategy_name(args), base)

@@ -30,6 +30,8 @@ __all__ = [
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
 FENCES = ("tukey", "mad", "lower")  # robust upper-fence rules (training/weighting.py: robust_fence)
 DETECTORS = ("simplenet", "flow", "memory", "patchcore")
+# Test-time views (data/views.py): geometric ones first, then photometric ones.
+TEST_VIEWS = ("hflip", "vflip", "rot90", "rot180", "rot270", "brighter", "darker", "contrast")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -185,7 +187,16 @@ class PatchCoreConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """What is saved with a model: the backbone and the detector head."""
+    """What is saved with a model: the backbone, the detector head and how an image is scored.
+
+    ``tta``: test-time views (``TEST_VIEWS``, e.g. ``("hflip", "rot90")``): each image is also scored through
+    these views, and the aligned patch maps averaged (iterative refinement's eq. 4), for parts that come in
+    any orientation or light. The decision threshold is set from the training images scored the same way.
+    Each view costs one more backbone pass per image. Empty: the image as it is.
+    ``augment``: training views (same names): the features of each training image through these views
+    join it side by side, so the memory and the head also learn the part flipped or rotated; leave-one-out
+    still leaves the whole image, its views included, out. One more backbone pass per training image each.
+    """
 
     detector: Literal["simplenet", "flow", "memory", "patchcore"] = "simplenet"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -194,10 +205,20 @@ class ModelConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
     blur_sigma: float = 4.0
+    tta: tuple[str, ...] = ()
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.detector in DETECTORS, f"detector must be one of {DETECTORS}, got {self.detector!r}")
         _check_at_least(self, blur_sigma=0)
+        for name in ("tta", "augment"):
+            # A JSON list, a tuple or the CLI's "hflip,rot90" alike.
+            value = getattr(self, name)
+            views = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
+            object.__setattr__(self, name, views)
+            for view in views:
+                _check(view in TEST_VIEWS, f"{name}: unknown view {view!r}; choose from {', '.join(TEST_VIEWS)}")
+            _check(len(set(views)) == len(views), f"{name}: views repeat: {list(views)}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
 from .detectors import build_head
 from .detectors.memory import memory_prior_scores
 from .features import FeatureExtractor, extract_features, resolve_device
-from .detectors.inference import InferenceModel, Scores
+from .detectors.inference import InferenceModel, Scores, mean_of_views
 from .io.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .detectors.postprocess import PostProcessor
 from .progress import Progress
@@ -23,6 +23,7 @@ from .io.quiet import quiet_stdout
 from .training import CoMetTrainer, FitResult, RoundEvent, TrainingControl
 from .training.opinion import memory_opinion
 from .training.state import TrainerState
+from .training.view_calibration import view_threshold
 from .training.weighting import Override
 
 __all__ = ["AnomalyModel", "NotFittedError", "Prediction"]
@@ -67,12 +68,19 @@ class AnomalyModel:
 
     # -- fitting -------------------------------------------------------------------------------------------
     def extract(self, images: Sequence[ImageItem], *, progress: Progress | None = None,
-                stop: threading.Event | None = None) -> torch.Tensor:
-        """Features of ``images`` with this model's frozen backbone (computed once; reuse them)."""
+                stop: threading.Event | None = None, view: str | None = None) -> torch.Tensor:
+        """Features of ``images`` with this model's frozen backbone (computed once; reuse them); ``view``:
+        of the images seen through that test-time view (``config.TEST_VIEWS``)."""
         extractor = self._extractor()
-        report = (lambda done, total: progress("features", done, total)) if progress else None
+        stage = "features" if view is None else f"features ({view})"
+        report = (lambda done, total: progress(stage, done, total)) if progress else None
         return extract_features(extractor, images, device=self.device_, batch_size=self.train_config.feature_batch_size,
-                                fp16=self.train_config.fp16_cache, progress=report, stop=stop)
+                                fp16=self.train_config.fp16_cache, progress=report, stop=stop, view=view)
+
+    def extract_views(self, images: Sequence[ImageItem], *, progress: Progress | None = None) -> list[torch.Tensor]:
+        """What ``predict_features`` takes: the features of ``images`` as they are, then through each of the
+        model's test-time views (``ModelConfig.tta``), in that order."""
+        return [self.extract(images, progress=progress, view=view) for view in (None, *self.config.tta)]
 
     def fit(
         self,
@@ -103,24 +111,26 @@ class AnomalyModel:
             features = self.extract(images, progress=progress, stop=stop)
         if len(features) != len(images):
             raise ValueError(f"features hold {len(features)} images but {len(images)} were given")
+        train_features = self._augmented(images, features, control)
         opinion = None
         if prior_scores is None and self.train_config.prior == "memory" and self.train_config.comet.weighting:
             # The memory's leave-one-out opinion of these same features, before any gradient step.
             if self.train_config.trust.mode == "gate":
-                opinion = memory_opinion(features, self.train_config.trust, seed=seed, device=self.device_,
+                opinion = memory_opinion(train_features, self.train_config.trust, seed=seed, device=self.device_,
                                          progress=control.stage("trust"))
             else:  # the earlier blend: image scores of the detector's own memory settings
-                prior_scores = memory_prior_scores(features, self.config.memory, seed=seed, device=self.device_)
+                prior_scores = memory_prior_scores(train_features, self.config.memory, seed=seed, device=self.device_)
         self.opinion_ = opinion
         extractor = self._extractor()
         head = build_head(self.config, extractor.out_dim, extractor.grid,
                           generator=torch.Generator().manual_seed(seed))
         result = CoMetTrainer(self.train_config).fit(
-            head, features, device=self.device_, overrides=overrides, prior_scores=prior_scores, opinion=opinion,
+            head, train_features, device=self.device_, overrides=overrides, prior_scores=prior_scores, opinion=opinion,
             resume=resume, control=control)
-        post = PostProcessor()
-        post.set(result.threshold, result.median)
-        self.inference_ = InferenceModel(extractor, head, post, self.config.blur_sigma).to(self.device_).eval()
+        threshold, median = result.threshold, result.median
+        if self.config.tta or self.config.augment:  # scored otherwise than the trainer scored its images
+            threshold, median = self._view_threshold(head, images, features, train_features, result, control)
+        self.inference_ = self._inference(extractor, head, threshold, median)
         self.features_ = features
         self.result_: FitResult = result
         return self
@@ -131,12 +141,39 @@ class AnomalyModel:
         extractor = self._extractor()
         head = build_head(self.config, extractor.out_dim, extractor.grid)
         head.load_state_dict(head_state, strict=True)
-        post = PostProcessor()
-        post.set(threshold, median)
         model = type(self)(self.config, train=self.train_config)
         model.device_, model.extractor_ = self.device_, extractor
-        model.inference_ = InferenceModel(extractor, head, post, self.config.blur_sigma).to(self.device_).eval()
+        model.inference_ = model._inference(extractor, head, threshold, median)
         return model
+
+    def _augmented(self, images: Sequence[ImageItem], features: torch.Tensor,
+                   control: TrainingControl) -> torch.Tensor:
+        """The training features with each image's ``augment`` views beside it (along the width), so every
+        head and the leave-one-out memories take them as more patches of the same image."""
+        if not self.config.augment:
+            return features
+        views = [self.extract(images, view=view, progress=control.progress, stop=control.stop)
+                 for view in self.config.augment]
+        return torch.cat([features, *views], dim=3)
+
+    def _view_threshold(self, head, images: Sequence[ImageItem], features: torch.Tensor,
+                        train_features: torch.Tensor, result: FitResult,
+                        control: TrainingControl) -> tuple[float, float]:
+        """The threshold when the model scores images otherwise than the trainer did (test-time views, or
+        training views the trainer saw side by side): the trusted training images scored as at test time."""
+        members = ~np.asarray(result.rejected, dtype=bool) & (np.asarray(result.weights) > 0)
+        views = self.config.tta
+        seen = (features if view is None else self.extract(images, view=view, progress=control.progress,
+                                                            stop=control.stop)
+                for view in (None, *views))
+        return view_threshold(head, seen, views, members, fit_features=train_features,
+                              k=self.train_config.comet.iqr_k, device=self.device_,
+                              progress=control.stage("view threshold"))
+
+    def _inference(self, extractor: FeatureExtractor, head, threshold: float, median: float) -> InferenceModel:
+        post = PostProcessor()
+        post.set(threshold, median)
+        return InferenceModel(extractor, head, post, self.config.blur_sigma, self.config.tta).to(self.device_).eval()
 
     def _extractor(self) -> FeatureExtractor:
         cached = getattr(self, "extractor_", None)
@@ -153,18 +190,38 @@ class AnomalyModel:
         return model
 
     @torch.no_grad()
-    def predict_features(self, features: torch.Tensor, batch_size: int = 32) -> Prediction:
+    def predict_features(self, features: torch.Tensor | Sequence[torch.Tensor], batch_size: int = 32) -> Prediction:
+        """Score cached features: one tensor (N, D, h, w) from ``extract``, or, for a model with test-time
+        views, the list ``extract_views`` gives."""
         model = self._check_fitted()
-        parts = [model.scores_from_features(features[i:i + batch_size].to(self.device_).float())
-                 for i in range(0, len(features), batch_size)]
-        return _to_prediction(parts)
+        if isinstance(features, torch.Tensor):
+            features = [features]
+        if len(features) != len(model.views) + 1:
+            raise ValueError(f"this model scores each image as it is and through {len(model.views)} test-time "
+                             f"views {list(model.views)}, so it needs {len(model.views) + 1} feature tensors, got "
+                             f"{len(features)}: pass model.extract_views(images), or call predict(images)")
+        patches = [self._patch_scores(part, batch_size) for part in features]
+        return self._from_patches(mean_of_views(patches, model.views), batch_size)
 
+    @torch.no_grad()
     def predict(self, images: Sequence[ImageItem], *, batch_size: int = 16,
                 progress: Progress | None = None) -> Prediction:
-        """Score images (paths or RGB arrays)."""
-        self._check_fitted()
-        features = self.extract(images, progress=progress)
-        return self.predict_features(features, batch_size)
+        """Score images (paths or RGB arrays), through the model's test-time views when it has them (one
+        view's features held at a time)."""
+        model = self._check_fitted()
+        patches = [self._patch_scores(self.extract(images, progress=progress, view=view), batch_size)
+                   for view in (None, *model.views)]
+        return self._from_patches(mean_of_views(patches, model.views), batch_size)
+
+    def _patch_scores(self, features: torch.Tensor, batch_size: int) -> torch.Tensor:
+        head = self._check_fitted().head
+        return torch.cat([head.patch_scores(features[i:i + batch_size].to(self.device_).float())
+                          for i in range(0, len(features), batch_size)])
+
+    def _from_patches(self, patches: torch.Tensor, batch_size: int) -> Prediction:
+        model = self._check_fitted()
+        return _to_prediction([model.scores_from_patches(patches[i:i + batch_size])
+                               for i in range(0, len(patches), batch_size)])
 
     @property
     def threshold_(self) -> float:
@@ -210,10 +267,9 @@ class AnomalyModel:
                 f"but its config ({config.backbone.name}) gives dim {found[0]} on {found[1]} from {found[2]}; "
                 f"the config was edited, or the checkpoint comes from a different comet-studio version")
         head = build_head(config, extractor.out_dim, extractor.grid)
-        post = PostProcessor()
         _load_state(head, tensors, "head.", directory)
-        _load_state(post, tensors, "post.", directory)
-        self.inference_ = InferenceModel(extractor, head, post, config.blur_sigma).to(self.device_).eval()
+        self.inference_ = self._inference(extractor, head, 0.0, -1.0)
+        _load_state(self.inference_.post, tensors, "post.", directory)
         return self
 
 

@@ -91,7 +91,7 @@ def score_images(ctx: AppContext, run_id: str, paths: list[str], items: list[Lab
     report = (lambda _stage, done, total: progress((done, total), desc="scoring")) if progress else None
     labels = [i.label for i in items] if items is not None else []
     if items is not None and 0 < sum(labels) < len(labels):
-        features = model.extract(paths, progress=report)
+        features = model.extract_views(paths, progress=report)  # one tensor, or one per test-time view
         prediction = model.predict_features(features)
         rows = [_row(out_dir, k, p, read_image(p), prediction.scores[k], prediction.maps[k], items[k].label)
                 for k, p in enumerate(paths)]

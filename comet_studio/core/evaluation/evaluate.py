@@ -34,7 +34,8 @@ def read_masks(items: Sequence[LabelledImage], size: int) -> np.ndarray:
 def evaluate_model(model, items: Sequence[LabelledImage], *, features=None,
                    progress: Progress | None = None) -> dict[str, float]:
     """Image AUROC, F1-max, pixel AUROC and AUPRO of ``model`` (an AnomalyModel) on ``items``.
-    Masks are compared at the model's input resolution."""
+    Masks are compared at the model's input resolution. ``features``: cached features of ``items`` (what
+    ``model.extract_views`` gives, a single tensor for a model without test-time views); else they are read."""
     prediction = model.predict_features(features) if features is not None else \
         model.predict([i.path for i in items], progress=progress)
     labels = np.array([i.label for i in items])

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.transforms import load_resized, to_tensor
+from ..data.views import apply_view
 from .extractor import FeatureExtractor
 
 __all__ = ["extract_features", "resolve_device", "StopRequested"]
@@ -50,11 +51,13 @@ def extract_features(
     fp16: bool = False,
     progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
+    view: str | None = None,
 ) -> torch.Tensor:
     """Features (N, D, h, w) on the CPU for image paths or RGB arrays, in order.
 
     Decoding runs in a small thread pool ahead of the network. ``progress(done, total)`` is called after
-    each batch. ``fp16`` stores the result in half precision (half the memory).
+    each batch. ``fp16`` stores the result in half precision (half the memory). ``view``: the features of
+    each image seen through this test-time view (data/views.py) instead.
     """
     device = torch.device(device) if isinstance(device, str) else device
     size = extractor.config.image_size
@@ -63,9 +66,13 @@ def extract_features(
     h, w = extractor.grid
     out = torch.empty((n, extractor.out_dim, h, w), dtype=torch.float16 if fp16 else torch.float32)
     chunks = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+    def load(idx: list[int]) -> torch.Tensor:
+        batch = to_tensor([load_resized(items[i], size) for i in idx])
+        return batch if view is None else apply_view(batch, view)
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(lambda idx=idx: to_tensor([load_resized(items[i], size) for i in idx]))
-                   for idx in chunks[:2]]
+        futures = [pool.submit(load, idx) for idx in chunks[:2]]
         done = 0
         limit = batch_size  # shrinks for good after a GPU out-of-memory (see _run_with_fallback)
         for k, idx in enumerate(chunks):
@@ -73,8 +80,7 @@ def extract_features(
                 raise StopRequested("stopped during feature extraction")
             batch = futures[k].result()
             if k + 2 < len(chunks):
-                futures.append(pool.submit(lambda idx=chunks[k + 2]: to_tensor(
-                    [load_resized(items[i], size) for i in idx])))
+                futures.append(pool.submit(load, chunks[k + 2]))
             feats, device, limit = _run_with_fallback(extractor, batch, device, limit)
             out[idx[0]: idx[-1] + 1] = feats.to(out.dtype)
             done += len(idx)

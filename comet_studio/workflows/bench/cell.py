@@ -83,7 +83,9 @@ def run_cell(cell: Cell, dataset: LabelledSet, store: FeatureStore, config: Benc
         start = time.perf_counter()  # fit computes the memory prior (comet+prior) too: timed with it
         model.fit(data.train, features=features)
         row["fit_seconds"] = time.perf_counter() - start
-        metrics = evaluate_model(model, data.test, features=store.take([i.path for i in data.test]))
+        # The store caches the images as they are; test-time views are extracted here, per cell.
+        test_features = None if model_config.tta else store.take([i.path for i in data.test])
+        metrics = evaluate_model(model, data.test, features=test_features)
         row.update(image_auroc=metrics["image_auroc"], pixel_auroc=metrics["pixel_auroc"], aupro=metrics["aupro"],
                    f1_max=metrics["image_f1_max"], verdict_precision=metrics["verdict_precision"],
                    verdict_recall=metrics["verdict_recall"])

@@ -41,6 +41,8 @@ class BenchConfig:
     steps_per_round: int | None = None
     max_train: int | None = None
     device: str = "auto"
+    tta: tuple[str, ...] = ()  # test-time views of every model (ModelConfig.tta)
+    augment: tuple[str, ...] = ()  # training views of every model (ModelConfig.augment)
 
     def __post_init__(self) -> None:
         for name in ("noise", "methods", "models", "seeds"):
@@ -59,6 +61,8 @@ class BenchConfig:
         _check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         _check(self.max_train is None or self.max_train >= 4, f"max_train must be >= 4, got {self.max_train!r}")
         # Fail now, not in the first cell: these build the configs every cell uses.
+        object.__setattr__(self, "tta", ModelConfig(tta=self.tta).tta)
+        object.__setattr__(self, "augment", ModelConfig(augment=self.augment).augment)
         self.backbone_config()
         TrainConfig(device=self.device, **self.train_overrides())
 
@@ -72,8 +76,11 @@ class BenchConfig:
         """The settings that every result in one output folder must share (defaults resolved, so that
         ``--rounds 12`` and the default 12 are the same bench)."""
         train = TrainConfig(**self.train_overrides())
-        return {"backbone": self.backbone, "image_size": self.image_size, "rounds": train.rounds,
-                "steps_per_round": train.steps_per_round, "max_train": self.max_train}
+        settings = {"backbone": self.backbone, "image_size": self.image_size, "rounds": train.rounds,
+                    "steps_per_round": train.steps_per_round, "max_train": self.max_train}
+        # Only when set, so folders written before the views existed still resume.
+        settings.update({k: list(v) for k, v in (("tta", self.tta), ("augment", self.augment)) if v})
+        return settings
 
 
 @dataclass(frozen=True, order=True)
@@ -130,7 +137,8 @@ def cell_configs(cell: Cell, config: BenchConfig) -> tuple[ModelConfig, TrainCon
     """The model and training configs of ``cell``: its method is a strategy of ``training/presets.py``
     (trust = the default, baseline, refine, comet = the earlier default, comet+prior = its blend prior).
     Raises ValueError for a model this install's ModelConfig does not know."""
-    model = ModelConfig(detector=cell.model, backbone=config.backbone_config())  # type: ignore[arg-type]
+    model = ModelConfig(detector=cell.model, backbone=config.backbone_config(),  # type: ignore[arg-type]
+                        tta=config.tta, augment=config.augment)
     train = strategy_config(cell.method, TrainConfig(device=config.device, seed=cell.seed,
                                                      **config.train_overrides()))
     return model, train
