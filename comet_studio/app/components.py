@@ -47,6 +47,8 @@ class TrainUI:
     weights: gr.Gallery
     timer: gr.Timer
     seen: gr.State
+    tta: gr.CheckboxGroup
+    augment: gr.CheckboxGroup
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 import torch
 
-from ...core.config import BACKBONES, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+from ...core.config import BACKBONES, TEST_VIEWS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
 from ...core.detectors.registry import REGISTRY
 from ...core.quality import DEFAULT_QUALITY, QUALITY
 from ...core.training.presets import comet_parts
@@ -56,10 +56,13 @@ class TrainRequest:
     device: str = "auto"
     seed: int = 0
     overrides_from: str = ""
+    tta: tuple[str, ...] = ()  # test-time views (ModelConfig.tta)
+    augment: tuple[str, ...] = ()  # training views (ModelConfig.augment)
 
     def configs(self) -> tuple[ModelConfig, TrainConfig]:
         model = ModelConfig(detector=self.detector,
-                            backbone=BackboneConfig(name=self.backbone, image_size=int(self.image_size)))
+                            backbone=BackboneConfig(name=self.backbone, image_size=int(self.image_size)),
+                            tta=tuple(self.tta or ()), augment=tuple(self.augment or ()))
         comet = CoMetConfig(soft_weights=self.soft_weights, refine=self.refine, meta=self.meta,
                             adaptive_l2=self.adaptive_l2, iqr_k=float(self.iqr_k))
         train = TrainConfig(rounds=int(self.rounds), steps_per_round=int(self.steps_per_round), comet=comet,
@@ -131,6 +134,13 @@ def create_ui(ctx: AppContext) -> TrainUI:
                 rounds = gr.Slider(1, 50, value=default.rounds, step=1, label="Rounds", elem_id="train-rounds")
                 steps = gr.Slider(1, 200, value=20, step=1, label="Steps per round", elem_id="train-steps")
                 iqr_k = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="IQR k (threshold T = Q3 + k * IQR)")
+                with gr.Accordion("Views (parts in any orientation or light)", open=False):
+                    tta = gr.CheckboxGroup(list(TEST_VIEWS), value=[], label="Test-time views",
+                                           info="each image is also scored through these; one backbone pass each",
+                                           elem_id="train-tta")
+                    augment = gr.CheckboxGroup(list(TEST_VIEWS), value=[], label="Training views",
+                                               info="each training image is also learnt through these",
+                                               elem_id="train-augment")
                 device = gr.Radio(["auto", "cpu"] + (["cuda"] if gpu else []), value="auto",
                                   label=f"Device ({'GPU found' if gpu else 'no GPU found: CPU'})")
                 overrides_from = run_dropdown(ctx, "Apply the overrides of run", "train-overrides-from",
@@ -148,7 +158,8 @@ def create_ui(ctx: AppContext) -> TrainUI:
         timer = gr.Timer(1.0, active=False)
         seen = gr.State(None)
     ctx.train = TrainUI(tab, preset, parts, detector, quality, backbone, image_size, rounds, steps, iqr_k, device,
-                        overrides_from, start, stop, folder_note, job, status, curves, weights, timer, seen)
+                        overrides_from, start, stop, folder_note, job, status, curves, weights, timer, seen,
+                        tta, augment)
     return ctx.train
 
 
@@ -194,12 +205,12 @@ def bind_events(ctx: AppContext) -> None:
 
     @user_errors
     def on_start(folder, detector, backbone, image_size, rounds, steps, iqr_k, parts, device, overrides_from,
-                 http: gr.Request):
+                 tta, augment, http: gr.Request):
         chosen = {PARTS[p] for p in parts or []}
         request = TrainRequest(folder=folder, detector=detector, backbone=backbone, image_size=int(image_size),
                                rounds=int(rounds), steps_per_round=int(steps), iqr_k=float(iqr_k),
-                               device=device, overrides_from=overrides_from or "",
-                               **{key: key in chosen for key in PARTS.values()})
+                               device=device, overrides_from=overrides_from or "", tta=tuple(tta or ()),
+                               augment=tuple(augment or ()), **{key: key in chosen for key in PARTS.values()})
         model_config, train_config = request.configs()
         user = user_of(http)
         job = start_training(ctx, request.folder, model_config, train_config,
@@ -224,7 +235,8 @@ def bind_events(ctx: AppContext) -> None:
     ui.preset.input(lambda name: PRESETS[name], ui.preset, ui.parts, api_visibility="private")
     ui.quality.input(_quality_values, ui.quality, [ui.backbone, ui.image_size, ui.rounds], api_visibility="private")
     ui.start.click(on_start, [ctx.data.folder, ui.detector, ui.backbone, ui.image_size, ui.rounds, ui.steps,
-                              ui.iqr_k, ui.parts, ui.device, ui.overrides_from], [ui.job, *view_outputs],
+                              ui.iqr_k, ui.parts, ui.device, ui.overrides_from, ui.tta, ui.augment],
+                   [ui.job, *view_outputs],
                    api_visibility="private")
     ui.stop.click(on_stop, ui.job, None, api_visibility="private")
     ctx.data.folder.change(_folder_note, ctx.data.folder, ui.folder_note, api_visibility="private")
@@ -245,12 +257,15 @@ def _register_api(ctx: AppContext) -> None:
                            image_size: int = 256, rounds: int = 12, steps_per_round: int = 20,
                            iqr_k: float = 1.5, soft_weights: bool = True, refine: bool = False, meta: bool = True,
                            adaptive_l2: bool = True, device: str = "auto", seed: int = 0,
-                           overrides_from: str = "", http: gr.Request = None) -> dict:
-        """Start training on a folder under a data root; returns {job_id, run_id}. Poll /job_status."""
+                           overrides_from: str = "", tta: str = "", augment: str = "",
+                           http: gr.Request = None) -> dict:
+        """Start training on a folder under a data root; returns {job_id, run_id}. Poll /job_status.
+        ``tta``/``augment``: comma-separated test-time and training views, e.g. "hflip,rot90"."""
         request = TrainRequest(folder=folder, detector=detector, backbone=backbone, image_size=image_size,
                                rounds=rounds, steps_per_round=steps_per_round, iqr_k=iqr_k,
                                soft_weights=soft_weights, refine=refine, meta=meta, adaptive_l2=adaptive_l2,
-                               device=device, seed=seed, overrides_from=overrides_from)
+                               device=device, seed=seed, overrides_from=overrides_from,
+                               tta=ModelConfig(tta=tta).tta, augment=ModelConfig(augment=augment).augment)
         model_config, train_config = request.configs()
         job = start_training(ctx, folder, model_config, train_config, overrides_from=overrides_from,
                              user=user_of(http))
