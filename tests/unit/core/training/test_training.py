@@ -21,7 +21,7 @@ MODEL = ModelConfig(backbone=BackboneConfig(image_size=SIZE))
 
 
 def _train(rounds=4, steps=6, comet=None, seed=0):
-    # CoMet's own mechanics, without the memory's first opinion (tests/unit/test_trust.py covers that).
+    # CoMet's own mechanics, without the memory's first opinion (tests/unit/core/training/test_trust.py covers that).
     return TrainConfig(rounds=rounds, steps_per_round=steps, comet=comet or CoMetConfig(), seed=seed, device="cpu",
                        prior="none")
 

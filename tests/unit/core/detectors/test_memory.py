@@ -152,7 +152,7 @@ def test_loading_a_memory_of_another_width_fails_clearly():
 def test_training_free_fit_scores_training_images_leave_one_out(planted, comet):
     paths, features, mask = planted
     config = ModelConfig(detector="memory", backbone=BackboneConfig(image_size=SIZE))
-    # The memory's own refinement loop, without the first opinion (tests/unit/test_trust.py covers that).
+    # The memory's own refinement loop, without the first opinion (tests/unit/core/training/test_trust.py covers that).
     model = AnomalyModel(config, train=TrainConfig(comet=comet, device="cpu", prior="none"))
     result = model.fit(paths, features=features).result_
     assert result.history
