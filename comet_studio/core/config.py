@@ -238,20 +238,25 @@ class CoMetConfig:
       sampling only, the earlier behaviour).
     """
 
+    # the parts, each on or off
     soft_weights: bool = True
     refine: bool = False
     meta: bool = True
     adaptive_l2: bool = True
+    # soft confident learning and refinement: the fence T = Q3 + iqr_k * IQR, from round warmup_rounds on
     iqr_k: float = 1.5
     warmup_rounds: int = 1
+    # meta-learning (Reptile): tasks, their support share, inner steps, the outer step
     task_size: int = 16
     support_fraction: float = 0.5
     inner_steps: int = 3
     meta_step: float = 0.5
+    # adaptive L2: lambda0, gamma, the loss window, the cap on lambda / lambda0
     l2_base: float = 1e-4
     l2_gamma: float = 10.0
     l2_window: int = 10
     l2_max_factor: float = 10.0
+    # opinion & prior (the blend mode's share), and whether weights scale the loss
     prior_blend: float = 0.5
     loss_weights: bool = True
 

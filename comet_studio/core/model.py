@@ -37,12 +37,13 @@ class NotFittedError(RuntimeError):
 
 @dataclass(frozen=True)
 class Prediction:
-    """Per-image results: normalised score (threshold 0.5), label, raw score, heatmap at model resolution."""
+    """Per-image results as numpy arrays, named like ``Scores`` (and the exported graph's outputs): normalised
+    score (threshold 0.5), label, heatmap at model resolution, raw score."""
 
-    scores: np.ndarray
-    labels: np.ndarray
-    raw_scores: np.ndarray
-    maps: np.ndarray  # (N, S, S) float32, normalised like the scores
+    image_score: np.ndarray  # (N,) float64, higher = more anomalous
+    pred_label: np.ndarray  # (N,) bool, image_score > 0.5
+    anomaly_map: np.ndarray  # (N, S, S) float32, normalised like the scores
+    raw_score: np.ndarray  # (N,) float64, the head's own scale
 
 
 def _quiet_extractor(config) -> FeatureExtractor:
@@ -55,7 +56,7 @@ class AnomalyModel:
     """A frozen backbone + a detector head trained with CoMet on an uncurated image set.
 
     >>> model = AnomalyModel(ModelConfig(), train=TrainConfig(rounds=8)).fit(paths)
-    >>> model.predict(test_paths).scores  # 0.5 = decision threshold, higher = more anomalous
+    >>> model.predict(test_paths).image_score  # 0.5 = decision threshold, higher = more anomalous
 
     Fitted attributes end in ``_``: ``result_`` (per-sample scores, weights, rejections, history),
     ``features_`` (the cached training features, reused by retraining with overrides), ``opinion_`` (the
@@ -292,8 +293,8 @@ def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefi
 
 def _to_prediction(parts: list[Scores]) -> Prediction:
     return Prediction(
-        scores=torch.cat([p.image_score for p in parts]).cpu().numpy().astype(np.float64),
-        labels=torch.cat([p.pred_label for p in parts]).cpu().numpy(),
-        raw_scores=torch.cat([p.raw_score for p in parts]).cpu().numpy().astype(np.float64),
-        maps=torch.cat([p.anomaly_map for p in parts]).cpu().numpy().astype(np.float32),
+        image_score=torch.cat([p.image_score for p in parts]).cpu().numpy().astype(np.float64),
+        pred_label=torch.cat([p.pred_label for p in parts]).cpu().numpy(),
+        anomaly_map=torch.cat([p.anomaly_map for p in parts]).cpu().numpy().astype(np.float32),
+        raw_score=torch.cat([p.raw_score for p in parts]).cpu().numpy().astype(np.float64),
     )

@@ -76,7 +76,7 @@ def test_resumed_run_equals_an_uninterrupted_one(folder, features, tmp_path):
     state, _ = read_trainer_state(tmp_path / "cut" / STATE_FILE)
     assert state.round == 0
     between = AnomalyModel.load(tmp_path / "cut", device="cpu")  # the best model so far, loadable mid-run
-    assert np.isfinite(between.predict(scan_folder(folder).paths[:2]).scores).all()
+    assert np.isfinite(between.predict(scan_folder(folder).paths[:2]).image_score).all()
 
     resumed = train_run(folder, tmp_path / "cut", MODEL, _train_config(), features=features, resume=True)
     assert resumed.resumed_after == 0 and not resumed.stopped
@@ -183,7 +183,7 @@ def _check_interrupted(out: Path, overrides: dict[str, str], paths: list[str]) -
         json.loads((out / "history.json").read_text())
     if (out / "model").exists():
         model = AnomalyModel.load(out, device="cpu")
-        assert np.isfinite(model.predict(paths[:2]).scores).all()
+        assert np.isfinite(model.predict(paths[:2]).image_score).all()
     if not (out / STATE_FILE).exists():
         return False
     state, _ = read_trainer_state(out / STATE_FILE)
@@ -264,7 +264,7 @@ def test_app_stop_at_a_random_point_keeps_a_resumable_run(client, studio):
         assert not (run_dir / "model").exists()
         return
     paths = [r["path"] for r in read_samples(run_dir)]
-    assert np.isfinite(AnomalyModel.load(run_dir, device="cpu").predict(paths[:2]).scores).all()
+    assert np.isfinite(AnomalyModel.load(run_dir, device="cpu").predict(paths[:2]).image_score).all()
     stopped = json.loads((run_dir / "run.json").read_text())["stopped"]
     assert stopped == (final["status"] == "stopped")  # a Stop after the last step stopped nothing
     if not stopped:

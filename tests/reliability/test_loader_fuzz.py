@@ -285,7 +285,7 @@ def test_prediction_reports_each_bad_file_and_scores_the_rest(zoo, zoo_run, tmp_
     with deadline(60):
         for good, prediction, bad, _ in iter_predictions(model, paths, chunk=8):
             scored += good
-            assert prediction is None or np.isfinite(prediction.scores).all()
+            assert prediction is None or np.isfinite(prediction.image_score).all()
             unreadable.update(bad)
     assert sorted(scored) == zoo.good
     assert "a folder" in unreadable.pop(str(zoo.root / "folder.png"))

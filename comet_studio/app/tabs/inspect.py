@@ -95,14 +95,14 @@ def sample_view(ctx: AppContext, run_id: str, path: str, user: str | None = None
     prediction = model.predict([path])
     image = Image.fromarray(read_image(path))
     image.thumbnail((512, 512), Image.Resampling.LANCZOS)
-    overlay = overlay_heatmap(np.asarray(image), prediction.maps[0])
+    overlay = overlay_heatmap(np.asarray(image), prediction.anomaly_map[0])
     distrusted = read_distrusted(run_dir)
     if distrusted is not None:  # outline the patches the memory's first opinion distrusted
         index = [r["path"] for r in read_samples(run_dir)].index(path)
         overlay = outline_patches(overlay, distrusted[index])
     name = hashlib.sha1(f"{run_id}|{path}".encode()).hexdigest()[:20]
     target = save_image(overlay, ctx.cache_dir / "heatmaps" / run_id / f"{name}.png")
-    return preview(path, ctx.cache_dir), str(target), float(prediction.scores[0])
+    return preview(path, ctx.cache_dir), str(target), float(prediction.image_score[0])
 
 
 def retrain(ctx: AppContext, run_id: str, user: str | None = None) -> Job:

@@ -93,12 +93,12 @@ def score_images(ctx: AppContext, run_id: str, paths: list[str], items: list[Lab
     if items is not None and 0 < sum(labels) < len(labels):
         features = model.extract_views(paths, progress=report)  # one tensor, or one per test-time view
         prediction = model.predict_features(features)
-        rows = [_row(out_dir, k, p, read_image(p), prediction.scores[k], prediction.maps[k], items[k].label)
+        rows = [_row(out_dir, k, p, read_image(p), prediction.image_score[k], prediction.anomaly_map[k], items[k].label)
                 for k, p in enumerate(paths)]
         return rows, evaluate_model(model, items, features=features)
     rows: list[dict[str, Any]] = []
     for good, prediction, bad, images in iter_predictions(model, paths, chunk=32):
-        rows += [_row(out_dir, len(rows) + i, p, images[i], prediction.scores[i], prediction.maps[i], None)
+        rows += [_row(out_dir, len(rows) + i, p, images[i], prediction.image_score[i], prediction.anomaly_map[i], None)
                  for i, p in enumerate(good)]
         rows += [{"name": Path(p).name, "path": p, "score": None, "truth": None, "error": reason,
                   "image": None, "overlay": None} for p, reason in bad]

@@ -39,16 +39,16 @@ def evaluate_model(model, items: Sequence[LabelledImage], *, features=None,
     prediction = model.predict_features(features) if features is not None else \
         model.predict([i.path for i in items], progress=progress)
     labels = np.array([i.label for i in items])
-    size = prediction.maps.shape[-1]
+    size = prediction.anomaly_map.shape[-1]
     masks = read_masks(items, size)
     has_masks = any(i.mask for i in items)
     return {
-        "image_auroc": image_auroc(labels, prediction.scores),
-        "image_f1_max": f1_max(labels, prediction.scores),
-        "pixel_auroc": pixel_auroc(masks, prediction.maps) if has_masks else float("nan"),
-        "aupro": aupro(masks, prediction.maps) if has_masks else float("nan"),
+        "image_auroc": image_auroc(labels, prediction.image_score),
+        "image_f1_max": f1_max(labels, prediction.image_score),
+        "pixel_auroc": pixel_auroc(masks, prediction.anomaly_map) if has_masks else float("nan"),
+        "aupro": aupro(masks, prediction.anomaly_map) if has_masks else float("nan"),
         # The verdict an engineer acts on: pass/fail at the model's own threshold (set from training scores).
-        **verdict_quality(labels, prediction.labels),
+        **verdict_quality(labels, prediction.pred_label),
         "n_test": int(len(items)),
         "n_anomalous": int(labels.sum()),
     }

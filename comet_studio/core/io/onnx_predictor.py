@@ -46,7 +46,7 @@ def _providers(device: str, available: list[str]) -> list[str | tuple[str, dict]
 class OnnxPredictor:
     """An exported comet-studio ONNX model, ready to score images.
 
-    >>> OnnxPredictor("model.onnx").predict(["a.png", "b.png"]).scores  # 0.5 = threshold
+    >>> OnnxPredictor("model.onnx").predict(["a.png", "b.png"]).image_score  # 0.5 = threshold
 
     ``metadata`` holds the export's metadata_props (backbone, image_size, threshold, ...); ``providers``
     the onnxruntime providers actually in use.
@@ -87,8 +87,8 @@ class OnnxPredictor:
                 progress("predict", min(start + batch_size, len(images)), len(images))
         if not parts:
             size = self.image_size
-            return Prediction(scores=np.zeros(0), labels=np.zeros(0, dtype=bool), raw_scores=np.zeros(0),
-                              maps=np.zeros((0, size, size), dtype=np.float32))
+            return Prediction(image_score=np.zeros(0), pred_label=np.zeros(0, dtype=bool),
+                              anomaly_map=np.zeros((0, size, size), dtype=np.float32), raw_score=np.zeros(0))
         score, label, heatmap, raw = (np.concatenate(column) for column in zip(*parts))
-        return Prediction(scores=score.astype(np.float64), labels=label.astype(bool),
-                          raw_scores=raw.astype(np.float64), maps=heatmap.astype(np.float32))
+        return Prediction(image_score=score.astype(np.float64), pred_label=label.astype(bool),
+                          anomaly_map=heatmap.astype(np.float32), raw_score=raw.astype(np.float64))

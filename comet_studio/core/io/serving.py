@@ -7,7 +7,7 @@ Why not ``F.interpolate(bilinear)``: training and ``AnomalyModel.predict`` resiz
 (``core/data/transforms.py``: INTER_AREA when both sides shrink, else INTER_LINEAR). Bilinear without
 antialiasing aliases on a large shrink, so a deployed graph would score other pixels than the ones the
 threshold was fitted on. ``CvResize`` reproduces OpenCV's uint8 arithmetic instead, with tensor ops that
-stay dynamic in height and width (checked against cv2 5.0 in tests/unit/test_export.py):
+stay dynamic in height and width (checked against cv2 5.0 in tests/unit/core/io/test_export.py):
 
 - INTER_AREA: box sums with the exact fractional overlaps (from running sums, in float64), divided by the
   box area and rounded half to even; an exact 2x2 shrink rounds half up (OpenCV's SIMD fast path). Where

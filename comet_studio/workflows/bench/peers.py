@@ -84,7 +84,8 @@ def _ours(cell: Cell, data: ContaminatedSet, config: BenchConfig) -> _Timed:
     start = time.perf_counter()
     prediction = model.predict([i.path for i in data.test])
     seconds = time.perf_counter() - start
-    return _Timed(fit_seconds, len(data.test) / seconds, np.asarray(prediction.scores), np.asarray(prediction.maps))
+    return _Timed(fit_seconds, len(data.test) / seconds, np.asarray(prediction.image_score),
+                  np.asarray(prediction.anomaly_map))
 
 
 def _peer(name: str, state: dict, data: ContaminatedSet, config: BenchConfig, seed: int) -> _Timed:

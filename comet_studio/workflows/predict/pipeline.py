@@ -145,10 +145,10 @@ def score_batch(predictor: Predictor, batch: dict[str, np.ndarray], *, maps: boo
     heat = np.zeros((n, *images.shape[1:3]), dtype=np.float32) if maps else None
     if ok.any():
         prediction = predictor.predict(list(images[ok]))
-        score[ok], raw[ok] = prediction.scores, prediction.raw_scores
-        label[ok] = np.where(prediction.labels, "anomalous", "good")
+        score[ok], raw[ok] = prediction.image_score, prediction.raw_score
+        label[ok] = np.where(prediction.pred_label, "anomalous", "good")
         if heat is not None:
-            heat[ok] = prediction.maps
+            heat[ok] = prediction.anomaly_map
     out.update(score=score, raw_score=raw, label=label)
     if heat is not None:
         out["map"] = heat

@@ -86,8 +86,8 @@ def test_local_predict_writes_one_row_per_entry_and_heatmaps(run_dir, inputs, tm
     scored = [r for r in rows if not r["error"]]
     model = AnomalyModel.load(run_dir, device="cpu")
     expected = model.predict([r["path"] for r in scored])
-    assert np.allclose([float(r["score"]) for r in scored], expected.scores, atol=1e-5)
-    assert [r["label"] for r in scored] == ["anomalous" if x else "good" for x in expected.labels]
+    assert np.allclose([float(r["score"]) for r in scored], expected.image_score, atol=1e-5)
+    assert [r["label"] for r in scored] == ["anomalous" if x else "good" for x in expected.pred_label]
     heatmaps = sorted(p.name for p in (tmp_path / "out" / "heatmaps").iterdir())
     assert heatmaps == sorted(Path(r["heatmap"]).name for r in scored)
     assert all(r["heatmap"] == f"heatmaps/{i:06d}_{Path(r['path']).stem}.png" for i, r in enumerate(rows)

@@ -5,6 +5,7 @@ TorchScript and single-file safetensors exports reproduce the model too."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +19,8 @@ from safetensors import safe_open
 
 from comet_studio import __version__
 from comet_studio.cli.main import main
-from comet_studio.core import AnomalyModel, BackboneConfig, CoMetConfig, ModelConfig, NotFittedError, TrainConfig
+from comet_studio.core import (AnomalyModel, BackboneConfig, CoMetConfig, ModelConfig, NotFittedError, Prediction,
+                               TrainConfig)
 from comet_studio.core.data.images import read_image
 from comet_studio.core.data.transforms import load_resized, resize_image, to_tensor
 from comet_studio.core.io import atomic_path
@@ -93,11 +95,11 @@ def test_onnx_resizes_raw_frames_like_the_python_pipeline(model, session):
     for i, path in enumerate(paths):
         frame = _frame(path)
         score, label, heatmap = session.run(["image_score", "pred_label", "anomaly_map"], {"images": frame[None]})
-        assert abs(score[0] - expected.scores[i]) < 1e-3, (path.name, frame.shape)
+        assert abs(score[0] - expected.image_score[i]) < 1e-3, (path.name, frame.shape)
         assert heatmap.shape == (1, TINY, TINY)
         assert label[0] == (score[0] > 0.5)
     frames = np.stack([_frame(paths[0])] * 2)  # a batch of raw frames: dynamic batch and size together
-    assert np.allclose(session.run(["image_score"], {"images": frames})[0], expected.scores[0], atol=1e-3)
+    assert np.allclose(session.run(["image_score"], {"images": frames})[0], expected.image_score[0], atol=1e-3)
 
 
 def _cv_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -164,10 +166,13 @@ def test_onnx_predictor_returns_a_prediction_and_rejects_foreign_files(model, on
     paths = _test_images()[:3]
     prediction = OnnxPredictor(onnx_path, device="cpu").predict(paths, batch_size=2)
     expected = model.predict(paths)
-    assert np.allclose(prediction.scores, expected.scores, atol=TOLERANCE)
-    assert np.allclose(prediction.raw_scores, expected.raw_scores, atol=TOLERANCE)
-    assert np.allclose(prediction.maps, expected.maps, atol=TOLERANCE)
-    assert np.array_equal(prediction.labels, expected.labels)
+    assert type(prediction) is type(expected) is Prediction
+    # One vocabulary: Prediction's fields are the graph's outputs (Scores), in the same order.
+    assert tuple(f.name for f in dataclasses.fields(Prediction)) == OUTPUT_NAMES
+    assert np.allclose(prediction.image_score, expected.image_score, atol=TOLERANCE)
+    assert np.allclose(prediction.raw_score, expected.raw_score, atol=TOLERANCE)
+    assert np.allclose(prediction.anomaly_map, expected.anomaly_map, atol=TOLERANCE)
+    assert np.array_equal(prediction.pred_label, expected.pred_label)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a protobuf")
     with pytest.raises(OnnxModelError, match="cannot be loaded"):
@@ -202,7 +207,7 @@ def test_safetensors_export_is_one_loadable_file(model, tmp_path):
         assert '"image_size": 64' in handle.metadata()["comet_studio"]
     loaded = AnomalyModel.load(path, device="cpu")
     paths = _test_images()[:3]
-    assert np.array_equal(loaded.predict(paths).scores, model.predict(paths).scores)
+    assert np.array_equal(loaded.predict(paths).image_score, model.predict(paths).image_score)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # no temp files left
 
 

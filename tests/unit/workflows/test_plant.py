@@ -14,7 +14,7 @@ from comet_studio.core.io.trainer_state import STATE_FILE
 from comet_studio.workflows.plant import (CategoryJob, PlantCategory, find_plant_categories, finished_run, read_summary,
                                      train_all, train_category)
 from tests.conftest import TINY
-from tests.unit.plant_fixtures import BROKEN_CATEGORY, GOOD_CATEGORIES, build_plant
+from tests.unit.workflows.plant_fixtures import BROKEN_CATEGORY, GOOD_CATEGORIES, build_plant
 
 MODEL = ModelConfig(backbone=BackboneConfig(image_size=TINY))
 TRAIN = TrainConfig(rounds=1, steps_per_round=2, device="cpu")

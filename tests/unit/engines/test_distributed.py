@@ -30,7 +30,7 @@ from comet_studio.workflows.predict.batch_predict import predict_images  # noqa:
 from comet_studio.workflows.plant import read_summary, train_all  # noqa: E402
 from comet_studio.workflows.run import train_run  # noqa: E402
 from tests.conftest import MAGNETIC, TINY, good_tiles  # noqa: E402
-from tests.unit.plant_fixtures import build_plant  # noqa: E402
+from tests.unit.workflows.plant_fixtures import build_plant  # noqa: E402
 
 # Ray Data copies its DataContext, touching deprecated fields: its warnings, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

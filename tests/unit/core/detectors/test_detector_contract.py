@@ -106,10 +106,10 @@ def test_fit_gives_one_finite_result_per_training_image(fitted, train_paths):
 def test_scores_unseen_images_with_one_map_each(fitted, unseen_frames):
     prediction = fitted.predict(list(unseen_frames))
     n = len(unseen_frames)
-    assert prediction.scores.shape == prediction.raw_scores.shape == prediction.labels.shape == (n,)
-    assert prediction.maps.shape == (n, TINY, TINY)
-    assert np.isfinite(prediction.scores).all() and np.isfinite(prediction.maps).all()
-    assert np.array_equal(prediction.labels, prediction.scores > 0.5)
+    assert prediction.image_score.shape == prediction.raw_score.shape == prediction.pred_label.shape == (n,)
+    assert prediction.anomaly_map.shape == (n, TINY, TINY)
+    assert np.isfinite(prediction.image_score).all() and np.isfinite(prediction.anomaly_map).all()
+    assert np.array_equal(prediction.pred_label, prediction.image_score > 0.5)
 
 
 def test_save_and_load_give_identical_scores(fitted, unseen_frames, tmp_path):

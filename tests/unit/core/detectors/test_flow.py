@@ -141,7 +141,7 @@ def test_saved_and_loaded_model_scores_identically(features, tmp_path):
     model.save(tmp_path / "model")
     loaded = AnomalyModel.load(tmp_path / "model", device="cpu")
     a, b = model.predict_features(features), loaded.predict_features(features)
-    assert np.array_equal(a.raw_scores, b.raw_scores) and np.array_equal(a.maps, b.maps)
+    assert np.array_equal(a.raw_score, b.raw_score) and np.array_equal(a.anomaly_map, b.anomaly_map)
     torch.testing.assert_close(_permutations(loaded.inference_.head), _permutations(model.inference_.head),
                                rtol=0, atol=0)
 

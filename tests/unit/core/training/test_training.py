@@ -21,7 +21,7 @@ MODEL = ModelConfig(backbone=BackboneConfig(image_size=SIZE))
 
 
 def _train(rounds=4, steps=6, comet=None, seed=0):
-    # CoMet's own mechanics, without the memory's first opinion (tests/unit/test_trust.py covers that).
+    # CoMet's own mechanics, without the memory's first opinion (tests/unit/core/training/test_trust.py covers that).
     return TrainConfig(rounds=rounds, steps_per_round=steps, comet=comet or CoMetConfig(), seed=seed, device="cpu",
                        prior="none")
 
@@ -102,7 +102,7 @@ def test_stop_between_steps_keeps_a_loadable_model(planted_folder, tmp_path):
     loaded = AnomalyModel.load(tmp_path / "run", device="cpu")
     rows = read_samples(tmp_path / "run")
     assert len(rows) == len(run.folder)
-    assert np.isfinite(loaded.predict(run.folder.paths[:2]).scores).all()
+    assert np.isfinite(loaded.predict(run.folder.paths[:2]).image_score).all()
 
 
 def test_save_load_gives_identical_predictions(planted, tmp_path):
@@ -112,10 +112,10 @@ def test_save_load_gives_identical_predictions(planted, tmp_path):
     model.save(tmp_path / "m")
     loaded = AnomalyModel.load(tmp_path / "m", device="cpu")
     after = loaded.predict(folder.paths[:4])
-    assert np.allclose(before.scores, after.scores, atol=1e-6)
-    assert np.allclose(before.maps, after.maps, atol=1e-5)
-    assert after.maps.shape == (4, SIZE, SIZE)
-    assert np.array_equal(after.labels, after.scores > 0.5)
+    assert np.allclose(before.image_score, after.image_score, atol=1e-6)
+    assert np.allclose(before.anomaly_map, after.anomaly_map, atol=1e-5)
+    assert after.anomaly_map.shape == (4, SIZE, SIZE)
+    assert np.array_equal(after.pred_label, after.image_score > 0.5)
 
 
 def test_predict_before_fit_and_bad_checkpoints(tmp_path, planted):

@@ -135,9 +135,9 @@ def test_save_load_gives_identical_scores(planted_folder, tmp_path, detector):
     before = model.predict(paths[:5])
     loaded = AnomalyModel.load(model.save(tmp_path / "model"), device="cpu")
     after = loaded.predict(paths[:5])
-    np.testing.assert_array_equal(before.raw_scores, after.raw_scores)
-    np.testing.assert_array_equal(before.maps, after.maps)
-    assert after.maps.shape == (5, TINY, TINY)
+    np.testing.assert_array_equal(before.raw_score, after.raw_score)
+    np.testing.assert_array_equal(before.anomaly_map, after.anomaly_map)
+    assert after.anomaly_map.shape == (5, TINY, TINY)
 
 
 def test_loading_a_memory_of_another_width_fails_clearly():
@@ -152,7 +152,7 @@ def test_loading_a_memory_of_another_width_fails_clearly():
 def test_training_free_fit_scores_training_images_leave_one_out(planted, comet):
     paths, features, mask = planted
     config = ModelConfig(detector="memory", backbone=BackboneConfig(image_size=SIZE))
-    # The memory's own refinement loop, without the first opinion (tests/unit/test_trust.py covers that).
+    # The memory's own refinement loop, without the first opinion (tests/unit/core/training/test_trust.py covers that).
     model = AnomalyModel(config, train=TrainConfig(comet=comet, device="cpu", prior="none"))
     result = model.fit(paths, features=features).result_
     assert result.history
@@ -163,7 +163,7 @@ def test_training_free_fit_scores_training_images_leave_one_out(planted, comet):
     np.testing.assert_allclose(result.scores[kept], head.training_scores(features[kept]).numpy(), rtol=1e-5)
     if result.rejected.any():
         out = result.rejected
-        np.testing.assert_allclose(result.scores[out], model.predict_features(features[out]).raw_scores, rtol=1e-5)
+        np.testing.assert_allclose(result.scores[out], model.predict_features(features[out]).raw_score, rtol=1e-5)
     if comet.refine:
         # Once one copy of the painted defect is rejected the others stand out: all are left out of the
         # final memory, and few good images with them.

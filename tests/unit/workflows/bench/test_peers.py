@@ -113,7 +113,7 @@ def test_readme_peer_tables_match_the_raw_rows():
     import subprocess
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[2] / "docs" / "results" / "peers_tables.py"
+    script = Path(__file__).resolve().parents[4] / "docs" / "results" / "peers_tables.py"
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, ("README.md's anomalib tables differ from docs/results/cpu_bench_*/{results,peers}"
                                   f".csv: run `python docs/results/peers_tables.py`\n{done.stderr}")
