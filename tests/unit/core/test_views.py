@@ -66,20 +66,20 @@ def test_views_score_the_same_eagerly_in_the_graph_in_onnx_and_after_a_reload(wi
     eager = model.predict(unseen)
     with torch.no_grad():
         graph = model.inference_(to_tensor([load_resized(p, TINY) for p in unseen]))
-    np.testing.assert_allclose(graph.image_score.numpy(), eager.scores, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.predict_features(model.extract_views(unseen)).scores, eager.scores, rtol=1e-6)
+    np.testing.assert_allclose(graph.image_score.numpy(), eager.image_score, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict_features(model.extract_views(unseen)).image_score, eager.image_score, rtol=1e-6)
     # one view alone scores differently: the views are really averaged
     plain = _memory().fit(good_tiles(10))
-    assert not np.allclose(plain.predict(unseen).raw_scores, eager.raw_scores, rtol=1e-3)
+    assert not np.allclose(plain.predict(unseen).raw_score, eager.raw_score, rtol=1e-3)
 
     path = export_model(model, tmp_path / "views.onnx")  # verify=True: onnxruntime against PyTorch
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     frames = np.stack([load_resized(p, TINY) for p in unseen])
-    np.testing.assert_allclose(session.run(["image_score"], {INPUT_NAME: frames})[0], eager.scores, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(session.run(["image_score"], {INPUT_NAME: frames})[0], eager.image_score, rtol=1e-3, atol=1e-4)
 
     loaded = AnomalyModel.load(model.save(tmp_path / "run"), device="cpu")
     assert loaded.config.tta == VIEWS
-    np.testing.assert_allclose(loaded.predict(unseen).scores, eager.scores, rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict(unseen).image_score, eager.image_score, rtol=1e-6)
 
 
 def test_cached_features_without_the_views_are_a_clear_error(with_views, unseen):
@@ -107,7 +107,7 @@ def test_training_views_teach_the_memory_a_turned_part():
     turned = [np.ascontiguousarray(np.rot90(load_resized(p, TINY))) for p in held_out]
     upright = _memory().fit(train)
     taught = _memory(augment=("rot90", "rot270")).fit(train)
-    assert taught.predict(turned).raw_scores.mean() < 0.9 * upright.predict(turned).raw_scores.mean()
+    assert taught.predict(turned).raw_score.mean() < 0.9 * upright.predict(turned).raw_score.mean()
     # the views are more patches of the same image: with every patch kept, each image owns its own and its
     # views' patches, so leave-one-out leaves all of them out together
     whole = AnomalyModel(ModelConfig(detector="memory", backbone=BackboneConfig(image_size=TINY), augment="rot90",
