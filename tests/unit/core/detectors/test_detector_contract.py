@@ -3,7 +3,8 @@ scores, survives a save/load round trip unchanged, and every export format the r
 the eager model on images it was not trained on; a format it does not have is refused with a clear error.
 
 Adding a detector to the registry adds it here, with its default settings (``MODEL_SETTINGS`` only shrinks
-the trained heads, to keep each case to seconds).
+the trained heads, to keep each case to seconds). The memory scores through two test-time views
+(``TEST_VIEWS``), so every export's parity covers the views' path through the graph too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ EAGER_OUTPUTS = ("image_score", "anomaly_map", "raw_score")
 
 # Small settings, so every case takes seconds: the contract is about shapes and round trips, not quality.
 MODEL_SETTINGS = {"simplenet": SimpleNetConfig(hidden_dim=64), "flow": FlowConfig(n_blocks=2, hidden_ratio=0.25)}
+TEST_VIEWS = {"memory": ("hflip", "rot90")}
 TRAIN = TrainConfig(rounds=2, steps_per_round=3, batch_size=4, device="cpu", comet=CoMetConfig(task_size=4))
 
 
@@ -41,7 +43,8 @@ def _unseen_images() -> list[Path]:
 
 def _model_config(name: str) -> ModelConfig:
     extra = {name: MODEL_SETTINGS[name]} if name in MODEL_SETTINGS else {}
-    return ModelConfig(detector=name, backbone=BackboneConfig(image_size=TINY), **extra)
+    return ModelConfig(detector=name, backbone=BackboneConfig(image_size=TINY), tta=TEST_VIEWS.get(name, ()),
+                       **extra)
 
 
 @pytest.fixture(scope="module")
