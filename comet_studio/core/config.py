@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "with_settings",
+    "parse_views",
 ]
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
@@ -41,6 +43,16 @@ def _check(condition: bool, message: str) -> None:
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     _check(low <= value <= high, f"{name} must be in [{low}, {high}], got {value!r}")
+
+
+def parse_views(value: str | Sequence[str], name: str = "views") -> tuple[str, ...]:
+    """Checked view names (``TEST_VIEWS``) from a JSON list, a tuple or the CLI's "hflip,rot90" alike;
+    ``name`` (the setting) leads the message of an unknown or repeated view."""
+    views = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
+    for view in views:
+        _check(view in TEST_VIEWS, f"{name}: unknown view {view!r}; choose from {', '.join(TEST_VIEWS)}")
+    _check(len(set(views)) == len(views), f"{name}: views repeat: {list(views)}")
+    return views
 
 
 def _check_at_least(config: Any, **lowest: float) -> None:
@@ -211,14 +223,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.detector in DETECTORS, f"detector must be one of {DETECTORS}, got {self.detector!r}")
         _check_at_least(self, blur_sigma=0)
-        for name in ("tta", "augment"):
-            # A JSON list, a tuple or the CLI's "hflip,rot90" alike.
-            value = getattr(self, name)
-            views = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
-            object.__setattr__(self, name, views)
-            for view in views:
-                _check(view in TEST_VIEWS, f"{name}: unknown view {view!r}; choose from {', '.join(TEST_VIEWS)}")
-            _check(len(set(views)) == len(views), f"{name}: views repeat: {list(views)}")
+        object.__setattr__(self, "tta", parse_views(self.tta, "tta"))
+        object.__setattr__(self, "augment", parse_views(self.augment, "augment"))
 
 
 @dataclass(frozen=True, kw_only=True)

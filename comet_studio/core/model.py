@@ -164,9 +164,17 @@ class AnomalyModel:
         training views the trainer saw side by side): the trusted training images scored as at test time."""
         members = ~np.asarray(result.rejected, dtype=bool) & (np.asarray(result.weights) > 0)
         views = self.config.tta
-        seen = (features if view is None else self.extract(images, view=view, progress=control.progress,
-                                                            stop=control.stop)
-                for view in (None, *views))
+        width = features.shape[3]
+        beside = {view: 1 + i for i, view in enumerate(self.config.augment)}  # its slot along the width
+
+        def view_features(view: str | None) -> torch.Tensor:
+            if view is None:
+                return features
+            if view in beside:  # a training view holds it already: read it, do not extract it again
+                return train_features[..., beside[view] * width:(beside[view] + 1) * width]
+            return self.extract(images, view=view, progress=control.progress, stop=control.stop)
+
+        seen = (view_features(view) for view in (None, *views))
         return view_threshold(head, seen, views, members, fit_features=train_features,
                               k=self.train_config.comet.iqr_k, device=self.device_,
                               progress=control.stage("view threshold"))

@@ -14,7 +14,8 @@ from typing import Any
 import gradio as gr
 import torch
 
-from ...core.config import BACKBONES, TEST_VIEWS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig
+from ...core.config import (BACKBONES, TEST_VIEWS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig,
+                            parse_views)
 from ...core.detectors.registry import REGISTRY
 from ...core.quality import DEFAULT_QUALITY, QUALITY
 from ...core.training.presets import comet_parts
@@ -62,7 +63,7 @@ class TrainRequest:
     def configs(self) -> tuple[ModelConfig, TrainConfig]:
         model = ModelConfig(detector=self.detector,
                             backbone=BackboneConfig(name=self.backbone, image_size=int(self.image_size)),
-                            tta=tuple(self.tta or ()), augment=tuple(self.augment or ()))
+                            tta=self.tta, augment=self.augment)
         comet = CoMetConfig(soft_weights=self.soft_weights, refine=self.refine, meta=self.meta,
                             adaptive_l2=self.adaptive_l2, iqr_k=float(self.iqr_k))
         train = TrainConfig(rounds=int(self.rounds), steps_per_round=int(self.steps_per_round), comet=comet,
@@ -265,7 +266,7 @@ def _register_api(ctx: AppContext) -> None:
                                rounds=rounds, steps_per_round=steps_per_round, iqr_k=iqr_k,
                                soft_weights=soft_weights, refine=refine, meta=meta, adaptive_l2=adaptive_l2,
                                device=device, seed=seed, overrides_from=overrides_from,
-                               tta=ModelConfig(tta=tta).tta, augment=ModelConfig(augment=augment).augment)
+                               tta=parse_views(tta, "tta"), augment=parse_views(augment, "augment"))
         model_config, train_config = request.configs()
         job = start_training(ctx, folder, model_config, train_config, overrides_from=overrides_from,
                              user=user_of(http))

@@ -20,14 +20,23 @@ BRIGHTNESS_FACTOR = 1.15
 CONTRAST_FACTOR = 1.25
 
 
+def _move(tensor: torch.Tensor, name: str, *, back: bool = False) -> torch.Tensor:
+    """The geometric part of view ``name`` on the last two dims (``back``: its inverse); photometric views
+    leave the geometry as it is."""
+    if name == "hflip":
+        return tensor.flip(-1)
+    if name == "vflip":
+        return tensor.flip(-2)
+    if name in ("rot90", "rot180", "rot270"):
+        turns = int(name[3:]) // 90
+        return torch.rot90(tensor, -turns if back else turns, dims=(-2, -1))
+    return tensor
+
+
 def apply_view(images: torch.Tensor, name: str) -> torch.Tensor:
     """``images`` (B, 3, S, S) in [0, 1] seen through the view ``name``."""
-    if name == "hflip":
-        return images.flip(-1)
-    if name == "vflip":
-        return images.flip(-2)
-    if name in ("rot90", "rot180", "rot270"):
-        return torch.rot90(images, int(name[3:]) // 90, dims=(-2, -1))
+    if name not in VIEWS:
+        raise ValueError(f"unknown test-time view {name!r}; choose from {', '.join(VIEWS)}")
     if name == "brighter":
         return (images * BRIGHTNESS_FACTOR).clamp(0, 1)
     if name == "darker":
@@ -35,15 +44,9 @@ def apply_view(images: torch.Tensor, name: str) -> torch.Tensor:
     if name == "contrast":
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return ((images - mean) * CONTRAST_FACTOR + mean).clamp(0, 1)
-    raise ValueError(f"unknown test-time view {name!r}; choose from {', '.join(VIEWS)}")
+    return _move(images, name)
 
 
 def align_view(maps: torch.Tensor, name: str) -> torch.Tensor:
     """Score maps (B, h, w) computed on view ``name`` moved back onto the original image's geometry."""
-    if name == "hflip":
-        return maps.flip(-1)
-    if name == "vflip":
-        return maps.flip(-2)
-    if name in ("rot90", "rot180", "rot270"):
-        return torch.rot90(maps, -(int(name[3:]) // 90), dims=(-2, -1))
-    return maps
+    return _move(maps, name, back=True)

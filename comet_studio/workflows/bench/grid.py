@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ...core.config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig
+from ...core.config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig, parse_views
 from ...core.data.mvtec import is_mvtec_category
 from ...core.detectors.registry import REGISTRY
 from ...core.training.presets import STRATEGIES, strategy_config
@@ -61,8 +61,8 @@ class BenchConfig:
         _check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         _check(self.max_train is None or self.max_train >= 4, f"max_train must be >= 4, got {self.max_train!r}")
         # Fail now, not in the first cell: these build the configs every cell uses.
-        object.__setattr__(self, "tta", ModelConfig(tta=self.tta).tta)
-        object.__setattr__(self, "augment", ModelConfig(augment=self.augment).augment)
+        object.__setattr__(self, "tta", parse_views(self.tta, "tta"))
+        object.__setattr__(self, "augment", parse_views(self.augment, "augment"))
         self.backbone_config()
         TrainConfig(device=self.device, **self.train_overrides())
 
