@@ -5,6 +5,7 @@ and the HTML is kept."""
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,25 +49,57 @@ def _render_pngs(figures: list[go.Figure]) -> list[bytes]:
     defaults = pio.defaults  # what plotly's own to_image passes to kaleido
     options = {"plotlyjs": defaults.plotlyjs, "mathjax": defaults.mathjax, "headers": defaults.headers}
 
+    async def render_one(browser, figure: go.Figure) -> bytes:
+        started = time.monotonic()
+        try:
+            return await browser.calc_fig(figure.to_dict(), PNG_OPTIONS, topojson=defaults.topojson)
+        except Exception as error:
+            # A timed-out render is cancelled, and on a loaded machine the cancelled browser call can raise its
+            # own error (choreographer's ChannelClosedError) in place of kaleido's TimeoutError: the clock says.
+            if time.monotonic() - started >= RENDER_TIMEOUT and not _timed_out(error):
+                raise TimeoutError(f"render exceeded {RENDER_TIMEOUT:g} s") from error
+            raise
+
     async def render() -> list[bytes]:
         async with kaleido.Kaleido(timeout=RENDER_TIMEOUT, **{k: v for k, v in options.items() if v}) as browser:
-            return [await browser.calc_fig(figure.to_dict(), PNG_OPTIONS, topojson=defaults.topojson)
-                    for figure in figures]
+            return [await render_one(browser, figure) for figure in figures]
 
     # Its own thread and event loop (as kaleido's sync calls do), so a caller inside a running loop works too.
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, render()).result()
 
 
+def _timed_out(error: BaseException | None) -> bool:
+    """Whether a render timeout is behind ``error`` (kaleido's, or one raised while handling it)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (TimeoutError, asyncio.TimeoutError)):  # the same class from Python 3.11
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _render_with_one_retry(figures: list[go.Figure]) -> list[bytes]:
+    try:
+        return _render_pngs(figures)
+    except Exception as error:
+        if _timed_out(error):
+            raise
+        # Once more in a fresh browser: on a loaded machine kaleido's page can be asked to render before its own
+        # script has loaded ("ReferenceError: kaleido_scopes is not defined"), about one start in tens.
+        return _render_pngs(figures)
+
+
 def _write_pngs(figures: list[go.Figure], paths: list[Path]) -> str | None:
     """PNG through kaleido: all charts rendered first, then written. Returns why it failed, or None."""
     try:
-        images = _render_pngs(figures)
+        images = _render_with_one_retry(figures)
     except Exception as error:  # noqa: BLE001 - any kaleido/browser failure means "HTML only"
-        if isinstance(error, (TimeoutError, asyncio.TimeoutError)):  # the same class from Python 3.11
-            reason = f"a chart took longer than {RENDER_TIMEOUT:g} s to render in Chromium"
-        else:
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if _timed_out(error):
+            return (f"PNG export failed (a chart took longer than {RENDER_TIMEOUT:g} s to render in Chromium: "
+                    "a loaded machine); the HTML charts were written")
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         return (f"PNG export failed ({reason}); the HTML charts were written. kaleido needs Chrome or Chromium: "
                 f"`apt-get install -y chromium` or set BROWSER_PATH to the browser executable")
     for image, path in zip(images, paths, strict=True):
