@@ -6,10 +6,10 @@ Parses flags into a ``BenchConfig``/``SpeedConfig``, makes one core call and pri
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from comet_studio.cli.engine import add_engine_options, engine_from_args
+from comet_studio.cli.model_options import parse_settings
 from comet_studio.cli.progress import StageBars
 from comet_studio.core.detectors.registry import REGISTRY
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES
@@ -57,6 +57,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--tta", default="", metavar="VIEWS", help="test-time views of every model, e.g. hflip,rot90")
     p.add_argument("--augment", default="", metavar="VIEWS", help="training views of every model, e.g. rot90,hflip")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a model setting of every cell, repeatable (JSON values): e.g. --set simplenet.noise_std=0.5 "
+                        "--set 'backbone.layers=[\"block4\",\"block10\",\"block15\"]'")
     p.add_argument("--rounds", type=int, default=None, help="training rounds (default: TrainConfig's)")
     p.add_argument("--steps", type=int, default=None, help="gradient steps per round (default: TrainConfig's)")
     p.add_argument("--max-train", type=int, default=None,
@@ -93,7 +96,8 @@ def _grid(args: argparse.Namespace) -> int:
     config = BenchConfig(noise=args.noise, methods=args.methods, models=args.models, seeds=args.seeds,
                          categories=args.categories, protocol=args.protocol, backbone=args.backbone,
                          image_size=args.image_size, rounds=args.rounds, steps_per_round=args.steps,
-                         max_train=args.max_train, device=args.device, tta=args.tta, augment=args.augment)
+                         max_train=args.max_train, device=args.device, tta=args.tta, augment=args.augment,
+                         model_settings=tuple(parse_settings(args.settings)))
     if args.peers:  # before any work: a missing extra says how to install it
         from comet_studio.workflows.bench.peers import check_peers, run_peers
 

@@ -93,13 +93,22 @@ def _apply_settings(model, train, items: list[str]):
 
     model_keys = set(config_to_dict(model))
     for_model, for_train = {}, {}
+    for key, value in parse_settings(items):
+        (for_model if key.split(".")[0] in model_keys else for_train)[key] = value
+    return with_settings(model, for_model), with_settings(train, for_train)
+
+
+def parse_settings(items: list[str]) -> list[tuple[str, object]]:
+    """``SECTION.KEY=VALUE`` items as (key, value) pairs; values are JSON (8, 0.5, true, ["a", "b"]),
+    anything else is taken as text."""
+    pairs = []
     for item in items:
         key, sep, text = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. flow.n_blocks=8")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        (for_model if key.split(".")[0] in model_keys else for_train)[key.strip()] = value
-    return with_settings(model, for_model), with_settings(train, for_train)
+        pairs.append((key.strip(), value))
+    return pairs

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ...core.config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig, parse_views
+from ...core.config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig, parse_views, with_settings
 from ...core.data.mvtec import is_mvtec_category
 from ...core.detectors.registry import REGISTRY
 from ...core.training.presets import STRATEGIES, strategy_config
@@ -43,6 +43,9 @@ class BenchConfig:
     device: str = "auto"
     tta: tuple[str, ...] = ()  # test-time views of every model (ModelConfig.tta)
     augment: tuple[str, ...] = ()  # training views of every model (ModelConfig.augment)
+    # Dotted model settings of every model (``with_settings``), e.g. (("backbone.layers", ["block4"]),): for
+    # ablations. Backbone ones change the cached features too.
+    model_settings: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("noise", "methods", "models", "seeds"):
@@ -63,11 +66,19 @@ class BenchConfig:
         # Fail now, not in the first cell: these build the configs every cell uses.
         object.__setattr__(self, "tta", parse_views(self.tta, "tta"))
         object.__setattr__(self, "augment", parse_views(self.augment, "augment"))
-        self.backbone_config()
+        object.__setattr__(self, "model_settings", tuple((str(k), v) for k, v in dict(self.model_settings).items()))
+        self.model_config("simplenet")
         TrainConfig(device=self.device, **self.train_overrides())
 
+    def model_config(self, detector: str) -> ModelConfig:
+        """The model config of every cell of ``detector`` (before its method); raises ValueError for a bad
+        setting, naming it."""
+        model = ModelConfig(detector=detector, backbone=BackboneConfig(name=self.backbone,  # type: ignore[arg-type]
+                            image_size=self.image_size), tta=self.tta, augment=self.augment)
+        return with_settings(model, dict(self.model_settings))
+
     def backbone_config(self) -> BackboneConfig:
-        return BackboneConfig(name=self.backbone, image_size=self.image_size)
+        return self.model_config("simplenet").backbone
 
     def train_overrides(self) -> dict[str, int]:
         return {k: v for k, v in (("rounds", self.rounds), ("steps_per_round", self.steps_per_round)) if v is not None}
@@ -80,6 +91,8 @@ class BenchConfig:
                     "steps_per_round": train.steps_per_round, "max_train": self.max_train}
         # Only when set, so folders written before the views existed still resume.
         settings.update({k: list(v) for k, v in (("tta", self.tta), ("augment", self.augment)) if v})
+        if self.model_settings:
+            settings["model_settings"] = {k: v for k, v in self.model_settings}
         return settings
 
 
@@ -137,8 +150,7 @@ def cell_configs(cell: Cell, config: BenchConfig) -> tuple[ModelConfig, TrainCon
     """The model and training configs of ``cell``: its method is a strategy of ``training/presets.py``
     (trust = the default, baseline, refine, comet = the earlier default, comet+prior = its blend prior).
     Raises ValueError for a model this install's ModelConfig does not know."""
-    model = ModelConfig(detector=cell.model, backbone=config.backbone_config(),  # type: ignore[arg-type]
-                        tta=config.tta, augment=config.augment)
+    model = config.model_config(cell.model)
     train = strategy_config(cell.method, TrainConfig(device=config.device, seed=cell.seed,
                                                      **config.train_overrides()))
     return model, train

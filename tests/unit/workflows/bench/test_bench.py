@@ -10,6 +10,8 @@ import pytest
 from comet_studio.cli.main import main
 from comet_studio.workflows.bench import (BenchConfig, SpeedConfig, cap_train, find_categories, read_results, run_bench,
                                      speed_bench)
+from comet_studio.workflows.bench.features import cache_path
+from comet_studio.workflows.bench.grid import Cell, cell_configs
 from comet_studio.core.data import load_mvtec
 from comet_studio.core.model import AnomalyModel
 from tests.conftest import TINY, good_tiles
@@ -128,6 +130,23 @@ def test_other_settings_in_the_same_folder_are_refused(bench):
     result, _, root = bench
     with pytest.raises(ValueError, match="new --out folder"):
         run_bench(root, result.out_dir, BenchConfig(**{**GRID, "image_size": 96}))
+
+
+def test_model_settings_reach_every_cell_and_the_feature_cache_and_bad_ones_are_named(bench, capsys):
+    result, _, root = bench
+    layers = ["block4", "block10", "block15"]
+    config = BenchConfig(**GRID, model_settings=(("backbone.layers", layers), ("simplenet.noise_std", 0.5)))
+    model, _ = cell_configs(Cell("tile", "simplenet", "trust", 0.2, 0, "overlap"), config)
+    assert model.backbone.layers == tuple(layers) and model.simplenet.noise_std == 0.5
+    assert config.backbone_config().layers == tuple(layers)  # so the features are cached apart
+    assert cache_path(result.out_dir, "tile", config.backbone_config()) != \
+        cache_path(result.out_dir, "tile", BenchConfig(**GRID).backbone_config())
+    with pytest.raises(ValueError, match="new --out folder"):  # another setting, another folder
+        run_bench(root, result.out_dir, config)
+    with pytest.raises(ValueError, match="has no setting 'noise'"):
+        BenchConfig(model_settings=(("simplenet.noise", 0.5),))
+    assert main(["bench", str(root), "--out", str(result.out_dir), "--set", "simplenet.noise_std"]) != 0
+    assert "expected SECTION.KEY=VALUE" in capsys.readouterr().err
 
 
 def test_failed_cell_is_recorded_the_rest_go_on_and_a_rerun_retries_it(tiny_mvtec, tmp_path, monkeypatch):
