@@ -144,7 +144,11 @@ def _speed(args: argparse.Namespace) -> int:
     images = speed_images(root, config.n_images)
     print(f"speed bench on {len(images)} images from {root}; requested device {args.device}, "
           f"{torch.get_num_threads()} torch thread(s), image size {config.image_size}")
-    result = speed_bench(images, config)
+    bars = StageBars()
+    try:
+        result = speed_bench(images, config, progress=bars)
+    finally:
+        bars.close()
     text = speed_markdown(result)
     print(text)
     if args.out:

@@ -18,6 +18,7 @@ from ...core.config import BACKBONES, BackboneConfig, MemoryConfig, ModelConfig,
 from ...core.data.transforms import load_resized, to_tensor
 from ...core.features import BackboneUnavailableError, resolve_device
 from ...core.model import AnomalyModel
+from ...core.progress import Progress
 
 __all__ = ["SpeedConfig", "speed_images", "speed_bench", "speed_markdown"]
 
@@ -73,20 +74,20 @@ def _throughput(model: AnomalyModel, images: torch.Tensor, batch: int, repeats: 
 
 
 def _memory(config: SpeedConfig, backbone: BackboneConfig, paths: Sequence[str], features: torch.Tensor,
-            images: torch.Tensor, memory: MemoryConfig) -> dict:
+            images: torch.Tensor, memory: MemoryConfig, progress: Progress | None) -> dict:
     """Fit seconds (the leave-one-out pass over every training image) and inference img/s of one memory."""
     try:
         model = AnomalyModel(ModelConfig(detector="memory", backbone=backbone, memory=memory),
                              train=TrainConfig(device=config.device, prior="none"))
         start = time.perf_counter()
-        model.fit(paths, features=features)
+        model.fit(paths, features=features, progress=progress)
         fit = time.perf_counter() - start
     except (ImportError, ValueError, RuntimeError) as error:
         return {"fit_seconds": f"unavailable: {type(error).__name__}: {error}"}
     return {"fit_seconds": fit, "inference_images_per_second_batch16": _throughput(model, images, 16, config.repeats)}
 
 
-def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig) -> dict:
+def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig, progress: Progress | None) -> dict:
     backbone = BackboneConfig(name=name, image_size=config.image_size)
     train = TrainConfig(device=config.device)  # the default strategy, rounds and steps unless overridden
     train = dataclasses.replace(train, rounds=config.rounds or train.rounds,
@@ -99,10 +100,10 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig) -> dict:
     extract_seconds = []
     for _ in range(config.repeats):  # best of a few passes: the least disturbed by other processes
         start = time.perf_counter()
-        features = model.extract(paths)
+        features = model.extract(paths, progress=progress)
         extract_seconds.append(time.perf_counter() - start)
     start = time.perf_counter()
-    model.fit(paths, features=features)
+    model.fit(paths, features=features, progress=progress)
     fit_seconds = time.perf_counter() - start
     # Round 0 carries one-off costs (CUDA context, cuDNN autotuning, allocator growth): time the rest.
     rounds = [h["seconds"] for h in model.result_.history][1:] or [h["seconds"] for h in model.result_.history]
@@ -115,12 +116,12 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig) -> dict:
         "inference_images_per_second_batch1": _throughput(model, images, 1, config.repeats),
         "inference_images_per_second_batch16": _throughput(model, images, 16, config.repeats),
     }
-    fast = _memory(config, backbone, paths, features, images, MemoryConfig())
+    fast = _memory(config, backbone, paths, features, images, MemoryConfig(), progress)
     result["memory_fit_seconds"] = fast["fit_seconds"]
     result["memory_inference_images_per_second_batch16"] = fast.get("inference_images_per_second_batch16", "")
     if config.exact_reference:  # the exact float32 search over every patch, timed in the same run
         exact_search = MemoryConfig(candidates=0, query_stride=1, probe=1.0)
-        exact = _memory(config, backbone, paths, features, images, exact_search)
+        exact = _memory(config, backbone, paths, features, images, exact_search, progress)
         result["memory_exact_fit_seconds"] = exact["fit_seconds"]
         result["memory_exact_inference_images_per_second_batch16"] = exact.get(
             "inference_images_per_second_batch16", "")
@@ -140,8 +141,10 @@ def speed_images(root: str | Path, n: int) -> list[str]:
     return list(load_mvtec(category).train[:n])
 
 
-def speed_bench(images: Sequence[str | Path], config: SpeedConfig | None = None) -> dict:
-    """Time every backbone of ``config`` on the first ``n_images`` of ``images`` (real image paths)."""
+def speed_bench(images: Sequence[str | Path], config: SpeedConfig | None = None, *,
+                progress: Progress | None = None) -> dict:
+    """Time every backbone of ``config`` on the first ``n_images`` of ``images`` (real image paths);
+    ``progress(stage, done, total)`` hears the extraction and every fit (the timed passes run minutes on a CPU)."""
     config = config or SpeedConfig()
     paths = [str(p) for p in images][: config.n_images]
     if len(paths) < 4:
@@ -150,7 +153,7 @@ def speed_bench(images: Sequence[str | Path], config: SpeedConfig | None = None)
     info = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
             else "CPU", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "n_images": len(paths), "settings": config_to_dict(config)}
-    info["backbones"] = {name: _one_backbone(name, paths, config) for name in config.backbones}
+    info["backbones"] = {name: _one_backbone(name, paths, config, progress) for name in config.backbones}
     return info
 
 

@@ -176,10 +176,16 @@ def test_categories_and_train_cap(tiny_mvtec):
     assert len(capped.train) == 8 and capped == cap_train(load_mvtec(tiny_mvtec), 8)
 
 
-def test_speed_bench_returns_positive_numbers():
+def test_speed_bench_returns_positive_numbers_and_reports_progress():
+    heard: list[tuple[str, int, int]] = []
     result = speed_bench(good_tiles(8), SpeedConfig(backbones=("efficientnet-lite0", "wide_resnet50_2"),
                                                     image_size=TINY, device="cpu", n_images=8, rounds=1,
-                                                    steps_per_round=2, repeats=1))
+                                                    steps_per_round=2, repeats=1),
+                         progress=lambda stage, done, total: heard.append((stage, done, total)))
+    stages = {stage for stage, _, _ in heard}
+    # the extraction, the SimpleNet fit (the trust opinion, its rounds) and the memory's leave-one-out pass
+    assert {"features", "trust", "rounds"} <= stages and any(s.startswith("memory") for s in stages), stages
+    assert all(stage == "features" or done <= total for stage, done, total in heard)
     assert result["device"] == "cpu" and result["torch_threads"] >= 1
     lite0 = result["backbones"]["efficientnet-lite0"]
     for key in ("extract_images_per_second", "simplenet_comet_seconds_per_round",
