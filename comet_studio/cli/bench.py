@@ -12,6 +12,7 @@ from comet_studio.cli.engine import add_engine_options, engine_from_args
 from comet_studio.cli.model_options import parse_settings
 from comet_studio.cli.progress import StageBars
 from comet_studio.core.detectors.registry import REGISTRY
+from comet_studio.core.io.atomic import write_json_atomic, write_text_atomic
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES
 
 __all__ = ["add_bench_parser", "cmd_bench"]
@@ -154,7 +155,7 @@ def _speed(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "speed.json").write_text(json.dumps(result, indent=2))
-        (out / "speed.md").write_text(text)
+        write_json_atomic(out / "speed.json", result)
+        write_text_atomic(out / "speed.md", text)
         print(f"wrote {out / 'speed.json'} and {out / 'speed.md'}")
     return 0

@@ -196,3 +196,13 @@ def test_speed_bench_returns_positive_numbers_and_reports_progress():
         assert lite0[key] > 0, key
     wrn = result["backbones"]["wide_resnet50_2"]
     assert "unavailable" in wrn or wrn["extract_images_per_second"] > 0
+
+
+def test_cli_speed_bench_writes_its_report(tiny_mvtec, tmp_path, capsys):
+    code = main(["bench", "--speed", str(tiny_mvtec), "--out", str(tmp_path), "--backbones", "efficientnet-lite0",
+                 "--image-size", str(TINY), "--speed-images", "8", "--rounds", "1", "--steps", "2",
+                 "--speed-skip-exact", "--device", "cpu"])
+    assert code == 0 and "| efficientnet-lite0 |" in capsys.readouterr().out
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert report["backbones"]["efficientnet-lite0"]["memory_fit_seconds"] > 0
+    assert (tmp_path / "speed.md").read_text().startswith("# CoMet Studio speed")
