@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from comet_studio.core.config import BackboneConfig
+from comet_studio.core.features import extractor as extractor_module
 from comet_studio.core.features.extractor import FeatureExtractor
 from tests.conftest import TINY, good_tiles
 
@@ -46,6 +47,22 @@ def test_features_are_deterministic_and_per_image(extractor, images):
     assert torch.equal(batch, extractor(images))
     alone = extractor(images[1:2])
     assert torch.allclose(batch[1:2], alone, atol=1e-4)  # no batch statistics leak between images
+
+
+def test_a_cpu_batch_runs_in_small_passes_with_the_features_of_the_whole_batch(extractor, images, monkeypatch):
+    passes: list[int] = []
+    hook = extractor.backbone.register_forward_pre_hook(lambda module, args: passes.append(args[0].shape[0]))
+    try:
+        monkeypatch.setattr(extractor_module, "CPU_PIXELS_PER_PASS", 2 * TINY * TINY)
+        in_passes = extractor(images)
+        assert passes == [2, 1]  # 3 images, two per pass at this size
+        passes.clear()
+        monkeypatch.setattr(extractor_module, "CPU_PIXELS_PER_PASS", 3 * TINY * TINY)
+        whole = extractor(images)
+        assert passes == [3]
+    finally:
+        hook.remove()
+    assert torch.allclose(in_passes, whole, atol=1e-4)
 
 
 def test_different_images_give_different_features(extractor, images):
