@@ -9,7 +9,9 @@ from tqdm import tqdm
 
 __all__ = ["StageBars"]
 
-_UNITS = {"features": "img", "cells": "cell"}  # any other stage counts rounds (or passes)
+# What each stage counts (a numbered stage, "memory pass 2", by its name without the number); any other
+# stage counts rounds (or passes).
+_UNITS = {"features": "img", "cells": "cell", "trust": "img", "memory pass": "img"}
 
 
 class StageBars:
@@ -27,7 +29,7 @@ class StageBars:
         if bar is None or bar.total != total or done < bar.n:
             if bar is not None:
                 bar.close()
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=_UNITS.get(stage, "round"),
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=_UNITS.get(stage.rstrip("0123456789 "), "round"),
                                           dynamic_ncols=True, initial=done)
         bar.update(done - bar.n)
         if done >= total:
