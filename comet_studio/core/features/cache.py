@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,7 +55,7 @@ def extract_features(
 ) -> torch.Tensor:
     """Features (N, D, h, w) on the CPU for image paths or RGB arrays, in order.
 
-    Decoding runs in a small thread pool ahead of the network. ``progress(done, total)`` is called after
+    On a GPU, decoding runs in a small thread pool ahead of the network. ``progress(done, total)`` is called after
     each batch. ``fp16`` stores the result in half precision (half the memory). ``view``: the features of
     each image seen through this test-time view (data/views.py) instead.
     """
@@ -71,22 +71,35 @@ def extract_features(
         batch = to_tensor([load_resized(items[i], size) for i in idx])
         return batch if view is None else apply_view(batch, view)
 
+    done = 0
+    limit = batch_size  # shrinks for good after a GPU out-of-memory (see _run_with_fallback)
+    for idx, batch in _decoded(load, chunks, ahead=device.type == "cuda"):
+        if stop is not None and stop.is_set():
+            raise StopRequested("stopped during feature extraction")
+        feats, device, limit = _run_with_fallback(extractor, batch, device, limit)
+        out[idx[0]: idx[-1] + 1] = feats.to(out.dtype)
+        done += len(idx)
+        if progress is not None:
+            progress(done, n)
+    return out
+
+
+def _decoded(load: Callable[[list[int]], torch.Tensor], chunks: list[list[int]], *,
+             ahead: bool) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """The decoded batches in order. ``ahead`` (a GPU runs the network): two batches are decoded in a thread
+    pool while it works. On a CPU the pool's threads compete with torch's for the same cores (measured on 2
+    cores: 22 img/s with the pool against 38-45 inline), so there each batch is decoded when it is needed."""
+    if not ahead:
+        for idx in chunks:
+            yield idx, load(idx)
+        return
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(load, idx) for idx in chunks[:2]]
-        done = 0
-        limit = batch_size  # shrinks for good after a GPU out-of-memory (see _run_with_fallback)
         for k, idx in enumerate(chunks):
-            if stop is not None and stop.is_set():
-                raise StopRequested("stopped during feature extraction")
             batch = futures[k].result()
             if k + 2 < len(chunks):
                 futures.append(pool.submit(load, chunks[k + 2]))
-            feats, device, limit = _run_with_fallback(extractor, batch, device, limit)
-            out[idx[0]: idx[-1] + 1] = feats.to(out.dtype)
-            done += len(idx)
-            if progress is not None:
-                progress(done, n)
-    return out
+            yield idx, batch
 
 
 def _run_with_fallback(extractor: FeatureExtractor, batch: torch.Tensor, device: torch.device,
