@@ -29,8 +29,8 @@ class StageBars:
         if bar is None or bar.total != total or done < bar.n:
             if bar is not None:
                 bar.close()
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=_UNITS.get(stage.rstrip("0123456789 "), "round"),
-                                          dynamic_ncols=True, initial=done)
+            unit = _UNITS.get(stage.rstrip("0123456789 "), "round")
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, dynamic_ncols=True, initial=done)
         bar.update(done - bar.n)
         if done >= total:
             self.bars.pop(stage).close()

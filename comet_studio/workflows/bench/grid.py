@@ -92,7 +92,7 @@ class BenchConfig:
         # Only when set, so folders written before the views existed still resume.
         settings.update({k: list(v) for k, v in (("tta", self.tta), ("augment", self.augment)) if v})
         if self.model_settings:
-            settings["model_settings"] = {k: v for k, v in self.model_settings}
+            settings["model_settings"] = dict(self.model_settings)
         return settings
 
 
