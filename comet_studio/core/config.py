@@ -301,8 +301,13 @@ class TrustConfig:
     unless the trained detector scores them ``comeback_z`` robust units below its median (strong evidence);
     with ``patch_weights``, patches above the patch fence (``patch_fence``, ``patch_k``, over the patches of
     the kept images) teach the head nothing, so a copied defect's patches are not learned even when the
-    rest of its image is kept. ``mode="blend"``: the earlier behaviour, weights from
-    ``CoMetConfig.prior_blend`` * prior + (1 - prior_blend) * detector on a robust scale.
+    rest of its image is kept. ``teach_trusted_patches``: an image the fence put out still teaches the head
+    its trusted patches (below the patch fence, the distrusted ones grown by ``patch_margin`` pooled patches),
+    so a good but unusual image the fence caught is not lost, and a copied defect teaches only its normal
+    parts. ``trim_rounds``: after the first pass, the memories are rebuilt from the images still in and every
+    image re-scored (leave-one-out for those in), so copies of one defect stop vouching for each other.
+    ``mode="blend"``: the earlier behaviour, weights from ``CoMetConfig.prior_blend`` * prior +
+    (1 - prior_blend) * detector on a robust scale.
     """
 
     mode: Literal["gate", "blend"] = "gate"
@@ -316,6 +321,9 @@ class TrustConfig:
     patch_weights: bool = False
     patch_fence: Literal["tukey", "mad", "lower"] = "lower"
     patch_k: float = 3.0
+    teach_trusted_patches: bool = False
+    patch_margin: int = 1
+    trim_rounds: int = 0
     comeback_z: float = -0.5
 
     def __post_init__(self) -> None:
@@ -328,6 +336,8 @@ class TrustConfig:
         _check(self.fence in FENCES, f"trust.fence must be one of {FENCES}, got {self.fence!r}")
         _check(self.patch_fence in FENCES, f"trust.patch_fence must be one of {FENCES}, got {self.patch_fence!r}")
         _check(self.k >= 0 and self.patch_k >= 0, "trust.k and trust.patch_k must be >= 0")
+        _check(0 <= self.patch_margin <= 4, f"trust.patch_margin must be in [0, 4], got {self.patch_margin!r}")
+        _check(0 <= self.trim_rounds <= 5, f"trust.trim_rounds must be in [0, 5], got {self.trim_rounds!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

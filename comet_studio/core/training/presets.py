@@ -15,6 +15,7 @@ DEFAULT_STRATEGY = "trust"
 STRATEGIES: dict[str, tuple[CoMetConfig, str, TrustConfig]] = {
     "trust": (CoMetConfig(), "memory", TrustConfig()),
     "trust+patch": (CoMetConfig(), "memory", TrustConfig(patch_weights=True)),
+    "trust+trim": (CoMetConfig(), "memory", TrustConfig(trim_rounds=2)),
     "baseline": (CoMetConfig.baseline(), "none", TrustConfig()),
     "refine": (CoMetConfig.refinement(), "none", TrustConfig()),
     "comet": (CoMetConfig(loss_weights=False), "none", TrustConfig()),

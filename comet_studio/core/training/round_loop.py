@@ -136,7 +136,8 @@ def fit_rounds(head: DetectorHead, features: torch.Tensor, config: TrainConfig, 
     stopped = False
     for r in range(0 if resume is None else resume.round + 1, config.rounds):
         start = time.perf_counter()
-        weights = torch.as_tensor(state.weights, dtype=torch.float32)
+        weights = torch.as_tensor(gate.training_weights(state, overrides) if gate is not None else state.weights,
+                                  dtype=torch.float32)
         losses, stopped = _train_round(fit, opt, weights, control)
         if stopped and not losses:
             break

@@ -146,3 +146,56 @@ def test_a_run_folder_keeps_the_distrusted_patches_for_the_inspect_view(planted_
     plain = train_run(root, tmp_path / "plain", ModelConfig(backbone=BackboneConfig(image_size=SIZE)),
                       TrainConfig(rounds=1, steps_per_round=2, device="cpu", prior="none"), features=features)
     assert read_distrusted(plain.run_dir) is None
+
+
+def _copies_of_one_defect(n_good: int = 40, n_copies: int = 16, dim: int = 16) -> tuple[torch.Tensor, np.ndarray]:
+    """Feature maps of good images and of ``n_copies`` images that share one defect (a 2x2 patch near one
+    vector): the copies vouch for each other in a leave-one-out memory, as copied test defects do."""
+    generator = torch.Generator().manual_seed(0)
+    good = torch.randn(n_good, dim, 8, 8, generator=generator)
+    defect = torch.randn(dim, generator=generator) * 4
+    copies = torch.randn(n_copies, dim, 8, 8, generator=generator)
+    copies[:, :, 2:4, 2:4] = defect[None, :, None, None] + torch.randn(n_copies, dim, 2, 2, generator=generator)
+    return torch.cat([good, copies]), np.r_[np.zeros(n_good, bool), np.ones(n_copies, bool)]
+
+
+def test_trimming_rounds_stop_copies_of_one_defect_vouching_for_each_other():
+    features, copies = _copies_of_one_defect()
+    one_pass = TrustConfig(pool=1)
+    first = memory_opinion(features, one_pass, seed=0).excluded(one_pass)
+    assert first[copies].mean() <= 0.5  # 16 of 56 images alike: most of them look normal to each other
+    trimmed = TrustConfig(pool=1, trim_rounds=2)
+    seen = []
+    out = memory_opinion(features, trimmed, seed=0, progress=lambda done, total: seen.append((done, total))) \
+        .excluded(trimmed)
+    assert out[copies].all() and out[~copies].sum() <= 1
+    assert seen[-1] == (3 * len(features), 3 * len(features))  # one bar over every pass, completed
+
+
+def test_an_out_image_teaches_only_its_trusted_patches(planted):
+    from comet_studio.core.training.round_weights import OpinionGate
+    from comet_studio.core.training.weighting import SampleWeights
+
+    _, features, mask = planted
+    trust = TrustConfig(teach_trusted_patches=True, patch_margin=1)
+    opinion = memory_opinion(features, trust, seed=0)
+    grid = tuple(features.shape[2:])
+    gate = OpinionGate.build(opinion.image_scores, opinion, TrainConfig(trust=trust), grid)
+    out = opinion.excluded(trust)
+    assert out[mask].all() and gate.patch_weights is not None
+    kept = gate.patch_weights[torch.as_tensor(~out)]
+    assert (kept == 1).all()  # the images in teach every patch: no global patch fence
+    trusted = gate.patch_weights[torch.as_tensor(mask)]
+    assert 0 < trusted.mean() < 0.95  # a planted image keeps its good patches, not its painted defect
+    plain = opinion.patch_weights(trust, grid, keep=~out)
+    assert (trusted <= plain[torch.as_tensor(mask)]).all()  # the margin only removes more
+    # Reported weights stay 0 for the out images (what the user sees); training weights are 1, but an
+    # image the user excluded teaches nothing.
+    first = int(np.flatnonzero(mask)[0])
+    excluded = {first: "exclude"}
+    state = SampleWeights(np.where(out, 0.0, 1.0), out.copy(), 1.0, 0.0)
+    weights = gate.training_weights(state, excluded)
+    assert weights[first] == 0 and (weights[mask & (np.arange(len(mask)) != first)] == 1).all()
+    assert (state.weights[mask] == 0).all()
+    off = OpinionGate.build(opinion.image_scores, opinion, TrainConfig(), grid)
+    assert off.patch_weights is None and (off.training_weights(state, {}) == state.weights).all()
