@@ -37,6 +37,8 @@ TABLES = [
      "image_auroc"),
     ("AUPRO, `overlap`:", COOKIES, "overlap", "aupro"),
     ("Pixel AUROC, `overlap`:", COOKIES, "overlap", "pixel_auroc"),
+    ("Cookies, share of the planted images among the lowest-weight training images, `overlap`:", COOKIES, "overlap",
+     "planted_in_lowest"),
     ("**ELPV solar cells** (mono; 200 functional training cells; image labels only), image AUROC, `overlap`:", ELPV,
      "overlap", "image_auroc"),
     ("ELPV, share of the planted cells among the lowest-weight training images, `overlap`:", ELPV, "overlap",
@@ -50,7 +52,8 @@ ROWS = [  # (model, method, label): the README's row order
     ("patchcore", "baseline", "PatchCore (greedy coreset 10%)"),
     ("memory", "baseline", "memory ensemble (8 x random 10%)"),
     *[(model, method, f"{model}, plain" if method == "baseline" else f"{model} + {method}")
-      for model in ("simplenet", "flow") for method in ("baseline", "refine", "comet", "comet+prior", "trust")],
+      for model in ("simplenet", "flow")
+      for method in ("baseline", "refine", "comet", "comet+prior", "trust", "trust+trim")],
 ]
 
 
