@@ -69,13 +69,13 @@ def _with_threshold(state: SampleWeights, scores: np.ndarray, k: float,
 @dataclass(frozen=True)
 class OpinionGate:
     """The opinion in charge (``TrustConfig.mode == "gate"``): ``out`` = images above the opinion's fence,
-    ``patch_weights`` (N, h, w) = 0 for the distrusted patches (None when off), ``partial`` = the out images
-    that still teach their trusted patches (``TrustConfig.teach_trusted_patches``)."""
+    ``patch_weights`` (N, h, w) = 0 for the distrusted patches (None when off), ``out_teach``: the out images
+    still teach their trusted patches (``TrustConfig.teach_trusted_patches``)."""
 
     out: np.ndarray
     patch_weights: torch.Tensor | None
     comeback_z: float
-    partial: np.ndarray | None = None
+    out_teach: bool = False
 
     @classmethod
     def build(cls, prior_scores: np.ndarray | None, opinion: MemoryOpinion | None, config: TrainConfig,
@@ -87,22 +87,21 @@ class OpinionGate:
         out = fenced_out(prior_scores, trust)
         patches = opinion.patch_weights(trust, grid, keep=~out) if opinion is not None and trust.patch_weights \
             else None
-        partial = None
-        if opinion is not None and trust.teach_trusted_patches and out.any():
+        out_teach = opinion is not None and trust.teach_trusted_patches and bool(out.any())
+        if out_teach:
             # Only the out images lose patches: a global patch fence also drops the rarest normal patches.
             trusted = opinion.patch_weights(trust, grid, keep=~out, margin=trust.patch_margin)
             mask = torch.as_tensor(out)[:, None, None]
             patches = torch.where(mask, trusted, patches if patches is not None else torch.ones_like(trusted))
-            partial = out.copy()
-        return cls(out=out, patch_weights=patches, comeback_z=trust.comeback_z, partial=partial)
+        return cls(out=out, patch_weights=patches, comeback_z=trust.comeback_z, out_teach=out_teach)
 
     def training_weights(self, state: SampleWeights, overrides: dict[int, Override]) -> np.ndarray:
         """The weights the head trains with: ``state``'s, except that an image the fence put out (and the
         user did not exclude) teaches its trusted patches at full weight."""
-        if self.partial is None:
+        if not self.out_teach:
             return state.weights
         excluded = np.array([overrides.get(i) == "exclude" for i in range(len(state.weights))], dtype=bool)
-        return np.where(self.partial & (state.weights == 0) & ~excluded, 1.0, state.weights)
+        return np.where(self.out & (state.weights == 0) & ~excluded, 1.0, state.weights)
 
     def initial(self, overrides: dict[int, Override]) -> SampleWeights:
         return start_weights(self.out, overrides)

@@ -176,7 +176,7 @@ def test_an_out_image_teaches_only_its_trusted_patches(planted):
     from comet_studio.core.training.round_weights import OpinionGate
     from comet_studio.core.training.weighting import SampleWeights
 
-    _, features, mask = planted
+    paths, features, mask = planted
     trust = TrustConfig(teach_trusted_patches=True, patch_margin=1)
     opinion = memory_opinion(features, trust, seed=0)
     grid = tuple(features.shape[2:])
@@ -196,6 +196,8 @@ def test_an_out_image_teaches_only_its_trusted_patches(planted):
     state = SampleWeights(np.where(out, 0.0, 1.0), out.copy(), 1.0, 0.0)
     weights = gate.training_weights(state, excluded)
     assert weights[first] == 0 and (weights[mask & (np.arange(len(mask)) != first)] == 1).all()
-    assert (state.weights[mask] == 0).all()
+    result = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train=TrainConfig(
+        rounds=1, steps_per_round=2, device="cpu", trust=trust)).fit(paths, features=features).result_
+    assert (result.weights[mask] == 0).all() and result.rejected[mask].all()  # what the user sees
     off = OpinionGate.build(opinion.image_scores, opinion, TrainConfig(), grid)
     assert off.patch_weights is None and (off.training_weights(state, {}) == state.weights).all()
