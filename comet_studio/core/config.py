@@ -13,6 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .detectors.registry import DEFAULT_DETECTOR, REGISTRY
+# Each detector's settings class lives in its own module; these four are named here too for older imports.
+from .detectors.flow import FlowConfig
+from .detectors.memory import MemoryConfig
+from .detectors.patchcore import PatchCoreConfig
+from .detectors.simplenet import SimpleNetConfig
+from .validation import check, check_at_least, check_range
+
 __all__ = [
     "BackboneConfig",
     "SimpleNetConfig",
@@ -31,18 +39,9 @@ __all__ = [
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
 FENCES = ("tukey", "mad", "lower")  # robust upper-fence rules (training/weighting.py: robust_fence)
-DETECTORS = ("simplenet", "flow", "memory", "patchcore")
+DETECTORS = tuple(REGISTRY)  # the registered detectors, in the registry's order
 # Test-time views (data/views.py): geometric ones first, then photometric ones.
 TEST_VIEWS = ("hflip", "vflip", "rot90", "rot180", "rot270", "brighter", "darker", "contrast")
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    _check(low <= value <= high, f"{name} must be in [{low}, {high}], got {value!r}")
 
 
 def parse_views(value: str | Sequence[str], name: str = "views") -> tuple[str, ...]:
@@ -50,16 +49,9 @@ def parse_views(value: str | Sequence[str], name: str = "views") -> tuple[str, .
     ``name`` (the setting) leads the message of an unknown or repeated view."""
     views = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
     for view in views:
-        _check(view in TEST_VIEWS, f"{name}: unknown view {view!r}; choose from {', '.join(TEST_VIEWS)}")
-    _check(len(set(views)) == len(views), f"{name}: views repeat: {list(views)}")
+        check(view in TEST_VIEWS, f"{name}: unknown view {view!r}; choose from {', '.join(TEST_VIEWS)}")
+    check(len(set(views)) == len(views), f"{name}: views repeat: {list(views)}")
     return views
-
-
-def _check_at_least(config: Any, **lowest: float) -> None:
-    """Each named field of ``config`` is at least its value, checked in the order given."""
-    for name, low in lowest.items():
-        value = getattr(config, name)
-        _check(value >= low, f"{name} must be >= {low}, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,130 +70,33 @@ class BackboneConfig:
     feature_dim: int = 384
 
     def __post_init__(self) -> None:
-        _check(self.name in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.name!r}")
-        _check(32 <= self.image_size <= 2048 and self.image_size % 32 == 0,
+        check(self.name in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.name!r}")
+        check(32 <= self.image_size <= 2048 and self.image_size % 32 == 0,
                f"image_size must be a multiple of 32 in [32, 2048], got {self.image_size!r}")
-        _check(self.patch_size in (1, 3, 5, 7), f"patch_size must be 1, 3, 5 or 7, got {self.patch_size!r}")
-        _check_at_least(self, feature_dim=8)
+        check(self.patch_size in (1, 3, 5, 7), f"patch_size must be 1, 3, 5 or 7, got {self.patch_size!r}")
+        check_at_least(self, feature_dim=8)
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
-            _check(len(self.layers) >= 1, "layers must name at least one layer (or be None for the default)")
+            check(len(self.layers) >= 1, "layers must name at least one layer (or be None for the default)")
+
+
+def _detector_sections(cls: type) -> type:
+    """One field per registered detector, named as it and holding its settings (``ModelConfig.simplenet``,
+    a ``SimpleNetConfig``), placed right after ``backbone``: so a new registry entry is a section of the model's
+    config, its JSON and ``with_settings`` ("<name>.<setting>") with no line written here."""
+    annotations: dict[str, Any] = {}
+    for name, hint in cls.__dict__["__annotations__"].items():
+        annotations[name] = hint
+        if name == "backbone":
+            for spec in REGISTRY.values():
+                annotations[spec.name] = spec.config_class
+                setattr(cls, spec.name, field(default_factory=spec.config_class))
+    cls.__annotations__ = annotations
+    return cls
 
 
 @dataclass(frozen=True, kw_only=True)
-class SimpleNetConfig:
-    """Feature adaptor + discriminator trained against Gaussian-noised features.
-
-    ``noise_std`` is in units of the training features' per-channel standard deviation: features are
-    standardised before the adaptor, so the noise scales with the features' spread whatever the backbone.
-    A wide noise (1.0) makes the discriminator learn where patches are common rather than draw a tight
-    boundary around every training patch, so a rare (defective) training patch is not memorised as normal.
-    ``train_patches``: a random subset of each image's patches per training step (0 = all): 4x less work at
-    256 px with the same expected gradient.
-    """
-
-    hidden_dim: int = 1024
-    noise_std: float = 1.0
-    margin: float = 0.5
-    learning_rate: float = 2e-4
-    top_k: float = 0.01
-    train_patches: int = 256
-
-    def __post_init__(self) -> None:
-        _check_at_least(self, hidden_dim=8)
-        _check(self.train_patches >= 0, f"train_patches must be >= 0 (0 = all), got {self.train_patches!r}")
-        _check(self.noise_std > 0, f"noise_std must be > 0, got {self.noise_std!r}")
-        _check_at_least(self, margin=0)
-        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
-        _check_range("top_k", self.top_k, 0.0, 1.0)
-
-
-@dataclass(frozen=True, kw_only=True)
-class FlowConfig:
-    """FrEIA normalizing flow on the patch features (conv subnets, AllInOneBlock couplings)."""
-
-    n_blocks: int = 4
-    hidden_ratio: float = 1.0
-    kernel_size: int = 3
-    clamp: float = 2.0
-    learning_rate: float = 1e-3
-    top_k: float = 0.01
-
-    def __post_init__(self) -> None:
-        _check(1 <= self.n_blocks <= 32, f"n_blocks must be in [1, 32], got {self.n_blocks!r}")
-        _check(self.hidden_ratio > 0, f"hidden_ratio must be > 0, got {self.hidden_ratio!r}")
-        _check(self.kernel_size in (1, 3, 5), f"kernel_size must be 1, 3 or 5, got {self.kernel_size!r}")
-        _check(self.clamp > 0, f"clamp must be > 0, got {self.clamp!r}")
-        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
-        _check_range("top_k", self.top_k, 0.0, 1.0)
-
-
-@dataclass(frozen=True, kw_only=True)
-class MemoryConfig:
-    """Ensemble of sparse random patch memories; a patch's score is its nearest-neighbour distance to each
-    memory, combined over the memories by ``aggregate``.
-
-    ``"max"`` (default): a patch is normal only if every memory holds a close neighbour. A defect copied
-    into the training folder is kept by only some memories, so its twins still score high; on cookies at
-    128 px with 20% planted copies, image AUROC 0.94 vs 0.85 for ``"mean"`` (MeDS's average), and 0.953
-    vs 0.962 with no contamination.
-
-    ``candidates``: on a CPU with native bfloat16, each query's nearest patch is found among a bfloat16
-    shortlist of this many, measured exactly in float32 (3-4x faster, the same distances in our
-    measurements); 0 = always the exact float32 search. ``query_stride`` 2: on a CPU, score the patches of
-    every other row and column, then the neighbourhoods of the ``refine`` fraction of highest ones exactly
-    (the image score is the exact one in nearly every image, at a third of the work); 1 = every patch.
-    ``probe`` < 1: on a CPU, each memory is split by seeded k-means into clusters of ~200 patches and a
-    query is measured exactly against the ``probe`` fraction of clusters nearest to it, nothing else
-    (``clustered_search``: ~8x less arithmetic at 1/8, image scores within 2e-3 relative (median) on
-    magnetic tile); 1 = search every stored patch. A GPU, and an exported graph, always score every patch exactly.
-
-    ``top_k``: the image score is the mean of the highest 5% of patch scores. A random memory misses some rare
-    normal patches, so the single worst patch is often a good one; averaging over 5% rather than 1% raised
-    image AUROC on all three development sets (README, "The memory's image score").
-    """
-
-    n_memories: int = 8
-    fraction: float = 0.1
-    max_patches: int = 50_000
-    fp16: bool = False
-    top_k: float = 0.05
-    aggregate: Literal["max", "mean"] = "max"
-    candidates: int = 4
-    query_stride: int = 2
-    refine: float = 0.05
-    probe: float = 0.125
-
-    def __post_init__(self) -> None:
-        _check(0 < self.probe <= 1, f"probe must be in (0, 1] (1 = search every stored patch), got {self.probe!r}")
-        _check(self.query_stride in (1, 2, 3), f"query_stride must be 1, 2 or 3, got {self.query_stride!r}")
-        _check_range("refine", self.refine, 0.0, 1.0)
-        _check(1 <= self.n_memories <= 64, f"n_memories must be in [1, 64], got {self.n_memories!r}")
-        _check(0 <= self.candidates <= 64, f"candidates must be in [0, 64] (0 = exact search), got {self.candidates!r}")
-        _check(self.aggregate in ("max", "mean"), f"aggregate must be 'max' or 'mean', got {self.aggregate!r}")
-        _check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction!r}")
-        _check_at_least(self, max_patches=16)
-        _check_range("top_k", self.top_k, 0.0, 1.0)
-
-
-@dataclass(frozen=True, kw_only=True)
-class PatchCoreConfig:
-    """PatchCore baseline: one memory, a greedy k-center coreset of ``fraction`` of the training patches,
-    selected on a seeded random projection to ``projection_dim`` dimensions."""
-
-    fraction: float = 0.1
-    projection_dim: int = 128
-    max_patches: int = 50_000
-    fp16: bool = False
-    top_k: float = 0.01
-
-    def __post_init__(self) -> None:
-        _check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction!r}")
-        _check_at_least(self, projection_dim=8, max_patches=16)
-        _check_range("top_k", self.top_k, 0.0, 1.0)
-
-
-@dataclass(frozen=True, kw_only=True)
+@_detector_sections
 class ModelConfig:
     """What is saved with a model: the backbone, the detector head and how an image is scored.
 
@@ -214,19 +109,16 @@ class ModelConfig:
     still leaves the whole image, its views included, out. One more backbone pass per training image each.
     """
 
-    detector: Literal["simplenet", "flow", "memory", "patchcore"] = "simplenet"
+    detector: Literal[DETECTORS] = DEFAULT_DETECTOR
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    simplenet: SimpleNetConfig = field(default_factory=SimpleNetConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
-    patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
+    # here, one section per registered detector (_detector_sections): simplenet, flow, memory, patchcore
     blur_sigma: float = 4.0
     tta: tuple[str, ...] = ()
     augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check(self.detector in DETECTORS, f"detector must be one of {DETECTORS}, got {self.detector!r}")
-        _check_at_least(self, blur_sigma=0)
+        check(self.detector in DETECTORS, f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        check_at_least(self, blur_sigma=0)
         object.__setattr__(self, "tta", parse_views(self.tta, "tta"))
         object.__setattr__(self, "augment", parse_views(self.augment, "augment"))
 
@@ -271,13 +163,13 @@ class CoMetConfig:
     loss_weights: bool = True
 
     def __post_init__(self) -> None:
-        _check_at_least(self, iqr_k=0, warmup_rounds=0, task_size=2)
-        _check(0 < self.support_fraction < 1, f"support_fraction must be in (0, 1), got {self.support_fraction!r}")
-        _check_at_least(self, inner_steps=1)
-        _check(0 < self.meta_step <= 1, f"meta_step must be in (0, 1], got {self.meta_step!r}")
-        _check(self.l2_base >= 0 and self.l2_gamma >= 0, "l2_base and l2_gamma must be >= 0")
-        _check_at_least(self, l2_window=3)
-        _check_range("prior_blend", self.prior_blend, 0.0, 1.0)
+        check_at_least(self, iqr_k=0, warmup_rounds=0, task_size=2)
+        check(0 < self.support_fraction < 1, f"support_fraction must be in (0, 1), got {self.support_fraction!r}")
+        check_at_least(self, inner_steps=1)
+        check(0 < self.meta_step <= 1, f"meta_step must be in (0, 1], got {self.meta_step!r}")
+        check(self.l2_base >= 0 and self.l2_gamma >= 0, "l2_base and l2_gamma must be >= 0")
+        check_at_least(self, l2_window=3)
+        check_range("prior_blend", self.prior_blend, 0.0, 1.0)
 
     @classmethod
     def baseline(cls) -> "CoMetConfig":
@@ -331,17 +223,17 @@ class TrustConfig:
     comeback_z: float = -0.5
 
     def __post_init__(self) -> None:
-        _check(self.mode in ("gate", "blend"), f"trust.mode must be 'gate' or 'blend', got {self.mode!r}")
-        _check(1 <= self.n_memories <= 64, f"trust.n_memories must be in [1, 64], got {self.n_memories!r}")
-        _check(0 < self.fraction <= 1, f"trust.fraction must be in (0, 1], got {self.fraction!r}")
-        _check(self.aggregate in ("max", "mean"), f"trust.aggregate must be 'max' or 'mean', got {self.aggregate!r}")
-        _check_range("trust.top_k", self.top_k, 0.0, 1.0)
-        _check(self.pool in (1, 2, 4), f"trust.pool must be 1, 2 or 4, got {self.pool!r}")
-        _check(self.fence in FENCES, f"trust.fence must be one of {FENCES}, got {self.fence!r}")
-        _check(self.patch_fence in FENCES, f"trust.patch_fence must be one of {FENCES}, got {self.patch_fence!r}")
-        _check(self.k >= 0 and self.patch_k >= 0, "trust.k and trust.patch_k must be >= 0")
-        _check(0 <= self.patch_margin <= 4, f"trust.patch_margin must be in [0, 4], got {self.patch_margin!r}")
-        _check(0 <= self.trim_rounds <= 5, f"trust.trim_rounds must be in [0, 5], got {self.trim_rounds!r}")
+        check(self.mode in ("gate", "blend"), f"trust.mode must be 'gate' or 'blend', got {self.mode!r}")
+        check(1 <= self.n_memories <= 64, f"trust.n_memories must be in [1, 64], got {self.n_memories!r}")
+        check(0 < self.fraction <= 1, f"trust.fraction must be in (0, 1], got {self.fraction!r}")
+        check(self.aggregate in ("max", "mean"), f"trust.aggregate must be 'max' or 'mean', got {self.aggregate!r}")
+        check_range("trust.top_k", self.top_k, 0.0, 1.0)
+        check(self.pool in (1, 2, 4), f"trust.pool must be 1, 2 or 4, got {self.pool!r}")
+        check(self.fence in FENCES, f"trust.fence must be one of {FENCES}, got {self.fence!r}")
+        check(self.patch_fence in FENCES, f"trust.patch_fence must be one of {FENCES}, got {self.patch_fence!r}")
+        check(self.k >= 0 and self.patch_k >= 0, "trust.k and trust.patch_k must be >= 0")
+        check(0 <= self.patch_margin <= 4, f"trust.patch_margin must be in [0, 4], got {self.patch_margin!r}")
+        check(0 <= self.trim_rounds <= 5, f"trust.trim_rounds must be in [0, 5], got {self.trim_rounds!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,13 +253,13 @@ class TrainConfig:
     fp16_cache: bool = False
 
     def __post_init__(self) -> None:
-        _check_at_least(self, rounds=1, steps_per_round=1, batch_size=1)
-        _check(self.prior in ("none", "memory"), f"prior must be 'none' or 'memory', got {self.prior!r}")
-        _check(0 <= self.validation_fraction < 0.5,
+        check_at_least(self, rounds=1, steps_per_round=1, batch_size=1)
+        check(self.prior in ("none", "memory"), f"prior must be 'none' or 'memory', got {self.prior!r}")
+        check(0 <= self.validation_fraction < 0.5,
                f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}")
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        _check(self.feature_batch_size >= 1, "feature_batch_size must be >= 1")
+        check(self.feature_batch_size >= 1, "feature_batch_size must be >= 1")
 
 
 def _sections(cls: type) -> dict[str, type]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -33,8 +35,8 @@ class DetectorHead(nn.Module):
       multiply it; ``patch_weights`` (B, h, w) in [0, 1] scale each patch's share (0: the patch teaches nothing).
     - ``patch_scores(features)``: (B, h, w) anomaly scores per patch.
     - Training-free heads (``trainable = False``, e.g. patch memories) are fitted by ``fit_statistics`` alone
-      and implement ``training_scores(features)``: the training images' scores, each image scored without
-      its own contribution (a memory holding an image's patches would otherwise score it ~0).
+      and implement ``training_scores(features, *, progress=None)``: the training images' scores, each image
+      scored without its own contribution (a memory holding an image's patches would otherwise score it ~0).
     - ``data_sized_buffers``: names of buffers whose shape depends on the training data; a checkpoint may
       hold another size for them (the head resizes them when loading).
     """
@@ -56,8 +58,10 @@ class DetectorHead(nn.Module):
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def training_scores(self, features: torch.Tensor) -> torch.Tensor:
-        """(N,) leave-one-out image scores of the ``features`` given to ``fit_statistics`` (training-free heads)."""
+    def training_scores(self, features: torch.Tensor, *,
+                        progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """(N,) leave-one-out image scores of the ``features`` given to ``fit_statistics`` (training-free heads);
+        ``progress(done, total)`` is called as the pass goes, when it takes long."""
         raise NotImplementedError(f"{type(self).__name__} is trained: score it with image_scores")
 
     def image_scores(self, features: torch.Tensor) -> torch.Tensor:

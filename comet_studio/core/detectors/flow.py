@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from FrEIA.framework import SequenceINN
 from FrEIA.modules import AllInOneBlock
 from torch import nn
 
-from ..config import FlowConfig
+from ..validation import check, check_range
 from .base import DetectorHead
 from .seeded import generator_or_default, seeded_conv2d
 
-__all__ = ["FlowHead", "conv_subnet"]
+__all__ = ["FlowConfig", "FlowHead", "conv_subnet"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowConfig:
+    """FrEIA normalizing flow on the patch features (conv subnets, AllInOneBlock couplings)."""
+
+    n_blocks: int = 4
+    hidden_ratio: float = 1.0
+    kernel_size: int = 3
+    clamp: float = 2.0
+    learning_rate: float = 1e-3
+    top_k: float = 0.01
+
+    def __post_init__(self) -> None:
+        check(1 <= self.n_blocks <= 32, f"n_blocks must be in [1, 32], got {self.n_blocks!r}")
+        check(self.hidden_ratio > 0, f"hidden_ratio must be > 0, got {self.hidden_ratio!r}")
+        check(self.kernel_size in (1, 3, 5), f"kernel_size must be 1, 3 or 5, got {self.kernel_size!r}")
+        check(self.clamp > 0, f"clamp must be > 0, got {self.clamp!r}")
+        check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        check_range("top_k", self.top_k, 0.0, 1.0)
+
 
 
 def conv_subnet(kernel_size: int, hidden_ratio: float,

@@ -12,14 +12,66 @@ training step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 import torch
 
-from ..config import MemoryConfig
+from ..validation import check, check_at_least, check_range
 from .nearest import PatchMemoryHead, memory_size
 from .seeded import draw_seed, generator_or_default
 
-__all__ = ["MemoryHead", "memory_prior_scores"]
+__all__ = ["MemoryConfig", "MemoryHead", "memory_prior_scores"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    """Ensemble of sparse random patch memories; a patch's score is its nearest-neighbour distance to each
+    memory, combined over the memories by ``aggregate``.
+
+    ``"max"`` (default): a patch is normal only if every memory holds a close neighbour. A defect copied
+    into the training folder is kept by only some memories, so its twins still score high; on cookies at
+    128 px with 20% planted copies, image AUROC 0.94 vs 0.85 for ``"mean"`` (MeDS's average), and 0.953
+    vs 0.962 with no contamination.
+
+    ``candidates``: on a CPU with native bfloat16, each query's nearest patch is found among a bfloat16
+    shortlist of this many, measured exactly in float32 (3-4x faster, the same distances in our
+    measurements); 0 = always the exact float32 search. ``query_stride`` 2: on a CPU, score the patches of
+    every other row and column, then the neighbourhoods of the ``refine`` fraction of highest ones exactly
+    (the image score is the exact one in nearly every image, at a third of the work); 1 = every patch.
+    ``probe`` < 1: on a CPU, each memory is split by seeded k-means into clusters of ~200 patches and a
+    query is measured exactly against the ``probe`` fraction of clusters nearest to it, nothing else
+    (``clustered_search``: ~8x less arithmetic at 1/8, image scores within 2e-3 relative (median) on
+    magnetic tile); 1 = search every stored patch. A GPU, and an exported graph, always score every patch exactly.
+
+    ``top_k``: the image score is the mean of the highest 5% of patch scores. A random memory misses some rare
+    normal patches, so the single worst patch is often a good one; averaging over 5% rather than 1% raised
+    image AUROC on all three development sets (README, "The memory's image score").
+    """
+
+    n_memories: int = 8
+    fraction: float = 0.1
+    max_patches: int = 50_000
+    fp16: bool = False
+    top_k: float = 0.05
+    aggregate: Literal["max", "mean"] = "max"
+    candidates: int = 4
+    query_stride: int = 2
+    refine: float = 0.05
+    probe: float = 0.125
+
+    def __post_init__(self) -> None:
+        check(0 < self.probe <= 1, f"probe must be in (0, 1] (1 = search every stored patch), got {self.probe!r}")
+        check(self.query_stride in (1, 2, 3), f"query_stride must be 1, 2 or 3, got {self.query_stride!r}")
+        check_range("refine", self.refine, 0.0, 1.0)
+        check(1 <= self.n_memories <= 64, f"n_memories must be in [1, 64], got {self.n_memories!r}")
+        check(0 <= self.candidates <= 64, f"candidates must be in [0, 64] (0 = exact search), got {self.candidates!r}")
+        check(self.aggregate in ("max", "mean"), f"aggregate must be 'max' or 'mean', got {self.aggregate!r}")
+        check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction!r}")
+        check_at_least(self, max_patches=16)
+        check_range("top_k", self.top_k, 0.0, 1.0)
+
 
 
 class MemoryHead(PatchMemoryHead):

@@ -8,17 +8,36 @@ with ``MemoryHead`` (random sparse memories), which is built to resist that.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from ..config import PatchCoreConfig
+from ..validation import check, check_at_least, check_range
 from .nearest import PatchMemoryHead, flat_patches, memory_size
 from .seeded import draw_seed, generator_or_default
 
-__all__ = ["PatchCoreHead", "greedy_coreset", "random_projection"]
+__all__ = ["PatchCoreConfig", "PatchCoreHead", "greedy_coreset", "random_projection"]
 
 # Patches projected per block (bounds the float32 copy of the features during selection).
 _PROJECT_BLOCK = 65_536
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchCoreConfig:
+    """PatchCore baseline: one memory, a greedy k-center coreset of ``fraction`` of the training patches,
+    selected on a seeded random projection to ``projection_dim`` dimensions."""
+
+    fraction: float = 0.1
+    projection_dim: int = 128
+    max_patches: int = 50_000
+    fp16: bool = False
+    top_k: float = 0.01
+
+    def __post_init__(self) -> None:
+        check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction!r}")
+        check_at_least(self, projection_dim=8, max_patches=16)
+        check_range("top_k", self.top_k, 0.0, 1.0)
+
 
 
 @torch.no_grad()

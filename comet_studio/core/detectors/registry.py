@@ -1,26 +1,30 @@
 """Every detector, one entry each: its name, its settings class, its head class and what it supports.
 
-Adding a detector = its module in this folder + one ``DetectorSpec`` below (+ its name in
-``config.DETECTORS`` and a settings field on ``ModelConfig``, which a test checks against this table).
-``build_head``, config validation, the CLI's ``--model`` choices, the app's dropdown and the bench's
-``MODELS`` all read this table.
+Adding a detector = its module in this folder (a settings dataclass and a ``DetectorHead``) + one
+``DetectorSpec`` below. Everything else reads this table: ``ModelConfig`` gets a settings section named after
+each entry (``ModelConfig.<name>``, saved in the model's JSON under that name), config validation checks
+``ModelConfig.detector`` against it, and ``build_head``, the CLI's ``--model`` choices, the app's dropdown and
+the bench's ``MODELS`` list it. This module imports only the detector modules (never ``core.config``), so the
+config can read it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..config import FlowConfig, MemoryConfig, PatchCoreConfig, SimpleNetConfig
 from .base import DetectorHead
+from .flow import FlowConfig, FlowHead
+from .memory import MemoryConfig, MemoryHead
+from .patchcore import PatchCoreConfig, PatchCoreHead
+from .simplenet import SimpleNetConfig, SimpleNetHead
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
 
-__all__ = ["DetectorSpec", "REGISTRY", "detector_spec", "detector_names"]
+__all__ = ["DetectorSpec", "REGISTRY", "DEFAULT_DETECTOR", "detector_spec", "detector_names"]
 
 
 @dataclass(frozen=True)
@@ -29,31 +33,28 @@ class DetectorSpec:
 
     name: str
     config_class: type
-    head: str  # "module:Class" in this package, imported when first used (some heads need extra packages)
+    head_class: type[DetectorHead]
     summary: str
     exports: tuple[str, ...] = ("onnx", "torchscript", "safetensors")  # core/io/export.py formats
-
-    def head_class(self) -> type[DetectorHead]:
-        module, _, name = self.head.partition(":")
-        return getattr(import_module(f"{__package__}.{module}"), name)
 
     @property
     def trains(self) -> bool:
         """Gradient training (False: fitted by one pass over the features); the head class says."""
-        return bool(self.head_class().trainable)
+        return bool(self.head_class.trainable)
 
     def build(self, config: ModelConfig, dim: int, *, generator: torch.Generator | None = None) -> DetectorHead:
         """The head; its random initial state (weights, memory samples) is drawn from ``generator``."""
-        return self.head_class()(dim, getattr(config, self.name), generator=generator)
+        return self.head_class(dim, getattr(config, self.name), generator=generator)
 
 
 REGISTRY: dict[str, DetectorSpec] = {spec.name: spec for spec in (
-    DetectorSpec("simplenet", SimpleNetConfig, "simplenet:SimpleNetHead",
+    DetectorSpec("simplenet", SimpleNetConfig, SimpleNetHead,
                  "adaptor + discriminator trained against Gaussian-noised features"),
-    DetectorSpec("flow", FlowConfig, "flow:FlowHead", "normalising flow; score = per-patch negative log-likelihood"),
-    DetectorSpec("memory", MemoryConfig, "memory:MemoryHead", "ensemble of sparse random patch memories"),
-    DetectorSpec("patchcore", PatchCoreConfig, "patchcore:PatchCoreHead", "PatchCore coreset memory"),
+    DetectorSpec("flow", FlowConfig, FlowHead, "normalising flow; score = per-patch negative log-likelihood"),
+    DetectorSpec("memory", MemoryConfig, MemoryHead, "ensemble of sparse random patch memories"),
+    DetectorSpec("patchcore", PatchCoreConfig, PatchCoreHead, "PatchCore coreset memory"),
 )}
+DEFAULT_DETECTOR = "simplenet"
 
 
 def detector_spec(name: str) -> DetectorSpec:
