@@ -11,7 +11,7 @@ import json
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from .detectors.registry import DEFAULT_DETECTOR, REGISTRY
 # Each detector's settings class lives in its own module; these four are named here too for older imports.
@@ -61,6 +61,9 @@ class BackboneConfig:
     ``layers`` are backbone-specific names; ``None`` picks the backbone's default pair (one stride-8 and one
     stride-16 stage, as SimpleNet/PatchCore use layer2+layer3 of a ResNet). ``feature_dim`` caps the patch
     feature size by adaptive average pooling over channels (PatchCore's projection); smaller features are kept.
+    ``pool_padding``: how the ``patch_size`` neighbourhood average treats the cells beyond the map's edge:
+    ``"zeros"`` counts them as zeros (PatchCore's and anomalib's ``AvgPool2d(3, 1, 1)``), so edge patches are
+    damped; ``"inside"`` averages the cells inside the map only.
     """
 
     name: str = "efficientnet-lite0"
@@ -68,6 +71,9 @@ class BackboneConfig:
     image_size: int = 256
     patch_size: int = 3
     feature_dim: int = 384
+    pool_padding: Literal["zeros", "inside"] = "inside"
+    # A file written before a setting existed was made with this value of it (config_from_dict fills it in).
+    LEGACY: ClassVar[dict[str, Any]] = {"pool_padding": "inside"}
 
     def __post_init__(self) -> None:
         check(self.name in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.name!r}")
@@ -75,6 +81,8 @@ class BackboneConfig:
                f"image_size must be a multiple of 32 in [32, 2048], got {self.image_size!r}")
         check(self.patch_size in (1, 3, 5, 7), f"patch_size must be 1, 3, 5 or 7, got {self.patch_size!r}")
         check_at_least(self, feature_dim=8)
+        check(self.pool_padding in ("zeros", "inside"),
+              f"pool_padding must be 'zeros' or 'inside', got {self.pool_padding!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             check(len(self.layers) >= 1, "layers must name at least one layer (or be None for the default)")
@@ -276,7 +284,9 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a config; unknown keys are an error that names them (an older or newer file)."""
+    """Rebuild a config; unknown keys are an error that names them (an older or newer file). A key missing
+    from an older file takes the value that file was made with (the class's ``LEGACY``), else the default."""
+    data = {**getattr(cls, "LEGACY", {}), **data}
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:

@@ -96,3 +96,20 @@ def test_the_backbone_keeps_its_pretrained_batch_norm_statistics(name):
         assert torch.equal(tensor, pretrained[source]), f"{key} differs from the pretrained {source}"
         checked += "running" in key
     assert checked > 50
+
+
+@pytest.mark.parametrize("pool_padding", ["zeros", "inside"])
+def test_pool_padding_decides_how_the_edge_neighbourhoods_average(pool_padding, images):
+    """"zeros": the cells beyond the edge count as zeros (PatchCore's AvgPool2d(3, 1, 1)), so a corner patch
+    holds 4/9 of an interior average; "inside": the average of the cells inside the map only."""
+    config = BackboneConfig(image_size=TINY, pool_padding=pool_padding)
+    unpooled = FeatureExtractor(BackboneConfig(image_size=TINY, patch_size=1))
+    pooled = FeatureExtractor(config)
+    raw, features = unpooled(images), pooled(images)
+    # the finest layer's channels come first (the coarser layer is upsampled after pooling: not checked)
+    first = pooled.backbone((images - pooled.mean) / pooled.std, pooled.layers)[0].shape[1]
+    corner = raw[:, :first, :2, :2].sum(dim=(2, 3))
+    want = corner / (9 if pool_padding == "zeros" else 4)
+    assert torch.allclose(features[:, :first, 0, 0], want, atol=1e-5)
+    with pytest.raises(ValueError, match="pool_padding must be 'zeros' or 'inside'"):
+        BackboneConfig(pool_padding="reflect")

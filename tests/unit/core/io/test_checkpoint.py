@@ -137,3 +137,17 @@ def test_single_file_checkpoint_has_the_same_checks(saved, tmp_path):
     save_file(tensors, str(path), metadata={"comet_studio": json.dumps({**meta, "format_version": 0})})
     with pytest.raises(CheckpointError, match="format version 0"):
         _load(path)
+
+
+def test_a_model_saved_before_pool_padding_existed_keeps_its_own_features(copy):
+    """Files from before a setting existed lack its key: they load with the value they were made with
+    (``BackboneConfig.LEGACY``), not today's default, so an older model scores exactly as it did."""
+    _edit_config(copy, lambda meta: meta["model"]["backbone"].update(pool_padding="inside"))
+    inside = _load(copy)
+    _edit_config(copy, lambda meta: meta["model"]["backbone"].update(pool_padding="zeros"))
+    assert _load(copy).config.backbone.pool_padding == "zeros"  # a saved value is kept whatever the default
+    _edit_config(copy, lambda meta: meta["model"]["backbone"].pop("pool_padding"))
+    older = _load(copy)
+    assert older.config.backbone.pool_padding == BackboneConfig.LEGACY["pool_padding"] == "inside"
+    images = good_tiles(2, offset=8)
+    assert (older.predict(images).raw_score == inside.predict(images).raw_score).all()
