@@ -63,7 +63,9 @@ class BackboneConfig:
     feature size by adaptive average pooling over channels (PatchCore's projection); smaller features are kept.
     ``pool_padding``: how the ``patch_size`` neighbourhood average treats the cells beyond the map's edge:
     ``"zeros"`` counts them as zeros (PatchCore's and anomalib's ``AvgPool2d(3, 1, 1)``), so edge patches are
-    damped; ``"inside"`` averages the cells inside the map only.
+    damped; ``"inside"`` averages the cells inside the map only. ``None``: the detector's own
+    (``DetectorSpec.pool_padding``, chosen leave-one-set-out: README), filled in by ``ModelConfig``; a
+    ``FeatureExtractor`` built from a ``BackboneConfig`` alone then uses ``"inside"``.
     """
 
     name: str = "efficientnet-lite0"
@@ -71,7 +73,7 @@ class BackboneConfig:
     image_size: int = 256
     patch_size: int = 3
     feature_dim: int = 384
-    pool_padding: Literal["zeros", "inside"] = "inside"
+    pool_padding: Literal["zeros", "inside"] | None = None
     # A file written before a setting existed was made with this value of it (config_from_dict fills it in).
     LEGACY: ClassVar[dict[str, Any]] = {"pool_padding": "inside"}
 
@@ -81,8 +83,8 @@ class BackboneConfig:
                f"image_size must be a multiple of 32 in [32, 2048], got {self.image_size!r}")
         check(self.patch_size in (1, 3, 5, 7), f"patch_size must be 1, 3, 5 or 7, got {self.patch_size!r}")
         check_at_least(self, feature_dim=8)
-        check(self.pool_padding in ("zeros", "inside"),
-              f"pool_padding must be 'zeros' or 'inside', got {self.pool_padding!r}")
+        check(self.pool_padding in ("zeros", "inside", None),
+              f"pool_padding must be 'zeros' or 'inside' (or None: the detector's own), got {self.pool_padding!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             check(len(self.layers) >= 1, "layers must name at least one layer (or be None for the default)")
@@ -126,6 +128,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(self.detector in DETECTORS, f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.backbone.pool_padding is None:  # the detector's own, written into the config (and its file)
+            padding = REGISTRY[self.detector].pool_padding
+            object.__setattr__(self, "backbone", dataclasses.replace(self.backbone, pool_padding=padding))
         check_at_least(self, blur_sigma=0)
         object.__setattr__(self, "tta", parse_views(self.tta, "tta"))
         object.__setattr__(self, "augment", parse_views(self.augment, "augment"))

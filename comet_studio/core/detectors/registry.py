@@ -36,6 +36,10 @@ class DetectorSpec:
     head_class: type[DetectorHead]
     summary: str
     exports: tuple[str, ...] = ("onnx", "torchscript", "safetensors")  # core/io/export.py formats
+    # The features' edge handling it gets unless the config names one (BackboneConfig.pool_padding): chosen
+    # leave-one-set-out per detector (README, "Edge patches"). Changing it changes new models only: a saved
+    # model holds the value it was trained with.
+    pool_padding: str = "inside"
 
     @property
     def trains(self) -> bool:
@@ -51,8 +55,9 @@ REGISTRY: dict[str, DetectorSpec] = {spec.name: spec for spec in (
     DetectorSpec("simplenet", SimpleNetConfig, SimpleNetHead,
                  "adaptor + discriminator trained against Gaussian-noised features"),
     DetectorSpec("flow", FlowConfig, FlowHead, "normalising flow; score = per-patch negative log-likelihood"),
-    DetectorSpec("memory", MemoryConfig, MemoryHead, "ensemble of sparse random patch memories"),
-    DetectorSpec("patchcore", PatchCoreConfig, PatchCoreHead, "PatchCore coreset memory"),
+    DetectorSpec("memory", MemoryConfig, MemoryHead, "ensemble of sparse random patch memories",
+                 pool_padding="zeros"),
+    DetectorSpec("patchcore", PatchCoreConfig, PatchCoreHead, "PatchCore coreset memory", pool_padding="zeros"),
 )}
 DEFAULT_DETECTOR = "simplenet"
 

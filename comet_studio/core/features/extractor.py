@@ -71,7 +71,7 @@ class FeatureExtractor(nn.Module):
         for m in maps:
             if self.config.patch_size > 1:
                 m = F.avg_pool2d(m, self.config.patch_size, stride=1, padding=pad,
-                                 count_include_pad=self.config.pool_padding == "zeros")
+                                 count_include_pad=self.config.pool_padding == "zeros")  # None: inside
             if m.shape[-2:] != size:
                 m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             if m.shape[1] > self.per_layer_dim:

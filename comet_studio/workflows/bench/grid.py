@@ -77,8 +77,9 @@ class BenchConfig:
                             image_size=self.image_size), tta=self.tta, augment=self.augment)
         return with_settings(model, dict(self.model_settings))
 
-    def backbone_config(self) -> BackboneConfig:
-        return self.model_config("simplenet").backbone
+    def backbone_config(self, detector: str = "simplenet") -> BackboneConfig:
+        """The features ``detector``'s cells are scored on (detectors may differ: ``pool_padding``)."""
+        return self.model_config(detector).backbone
 
     def train_overrides(self) -> dict[str, int]:
         return {k: v for k, v in (("rounds", self.rounds), ("steps_per_round", self.steps_per_round)) if v is not None}

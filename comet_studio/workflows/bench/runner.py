@@ -131,11 +131,14 @@ def run_bench(data_root: str | Path, out_dir: str | Path, config: BenchConfig, *
         for category in dict.fromkeys(c.category for c in pending):
             dataset = cap_train(load_mvtec(categories[category]), config.max_train)
             paths = list(dataset.train) + [i.path for i in dataset.test]
-            store, count = load_or_extract(out / "features", category, paths, config.backbone_config(),
-                                           device=config.device, progress=progress)
-            extracted += count
+            stores = {}  # one feature store per distinct backbone setting among the category's cells
             for cell in (c for c in pending if c.category == category):
-                record(cell, run_cell(cell, dataset, store, config, out / "cells"))
+                backbone = config.backbone_config(cell.model)
+                if backbone not in stores:
+                    stores[backbone], count = load_or_extract(out / "features", category, paths, backbone,
+                                                              device=config.device, progress=progress)
+                    extracted += count
+                record(cell, run_cell(cell, dataset, stores[backbone], config, out / "cells"))
     all_rows = read_results(results) if results.exists() else []
     if not results.exists():
         _write_results(results, [])

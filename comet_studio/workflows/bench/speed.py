@@ -116,6 +116,7 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig, progress
         "inference_images_per_second_batch1": _throughput(model, images, 1, config.repeats),
         "inference_images_per_second_batch16": _throughput(model, images, 16, config.repeats),
     }
+    backbone = model.config.backbone  # the features just extracted (a memory's own padding would differ)
     fast = _memory(config, backbone, paths, features, images, MemoryConfig(), progress)
     result["memory_fit_seconds"] = fast["fit_seconds"]
     result["memory_inference_images_per_second_batch16"] = fast.get("inference_images_per_second_batch16", "")

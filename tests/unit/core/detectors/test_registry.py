@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from comet_studio.cli.main import build_parser
-from comet_studio.workflows.bench.grid import MODELS
+from comet_studio.workflows.bench.grid import MODELS, BenchConfig
 from comet_studio.core.config import DETECTORS, ModelConfig
 from comet_studio.core.detectors import build_head
 from comet_studio.core.detectors.base import DetectorHead
@@ -100,7 +100,7 @@ from comet_studio.cli.main import build_parser
 from comet_studio.core import AnomalyModel, BackboneConfig, ModelConfig, TrainConfig
 from comet_studio.core.config import config_to_dict, with_settings
 from comet_studio.core.detectors.gauss import GaussConfig
-from comet_studio.workflows.bench.grid import MODELS
+from comet_studio.workflows.bench.grid import MODELS, BenchConfig
 
 config = ModelConfig(detector="gauss", backbone=BackboneConfig(image_size=64), gauss=GaussConfig(top_k=0.1))
 assert config_to_dict(config)["gauss"] == {"top_k": 0.1}
@@ -146,3 +146,16 @@ def test_a_new_detector_is_one_module_and_one_registry_entry(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     scores = [float(s) for s in done.stdout.split("scores", 1)[1].split()]
     assert len(scores) == 2 and all(np.isfinite(scores))
+
+
+def test_each_detector_gets_its_own_edge_padding_unless_the_config_names_one():
+    from comet_studio.core.config import BackboneConfig
+
+    for name, spec in REGISTRY.items():  # chosen leave-one-set-out per detector (README, "Edge patches")
+        assert ModelConfig(detector=name).backbone.pool_padding == spec.pool_padding
+    assert REGISTRY["memory"].pool_padding == REGISTRY["patchcore"].pool_padding == "zeros"
+    assert REGISTRY["simplenet"].pool_padding == "inside"
+    named = ModelConfig(detector="memory", backbone=BackboneConfig(pool_padding="inside"))
+    assert named.backbone.pool_padding == "inside"  # a setting the user names is kept
+    bench = BenchConfig(models=("simplenet", "memory"))
+    assert bench.backbone_config("memory") != bench.backbone_config("simplenet")  # cached apart
