@@ -117,6 +117,8 @@ class ModelConfig:
     ``augment``: training views (same names): the features of each training image through these views
     join it side by side, so the memory and the head also learn the part flipped or rotated; leave-one-out
     still leaves the whole image, its views included, out. One more backbone pass per training image each.
+    A backbone whose ``pool_padding`` is None gets the detector's own here (``DetectorSpec.pool_padding``),
+    so the config, and a saved model's file, always name the features it was made with.
     """
 
     detector: Literal[DETECTORS] = DEFAULT_DETECTOR
