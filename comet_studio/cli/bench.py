@@ -11,7 +11,7 @@ from pathlib import Path
 from comet_studio.cli.engine import add_engine_options, engine_from_args
 from comet_studio.cli.model_options import parse_settings
 from comet_studio.cli.progress import StageBars
-from comet_studio.core.detectors.registry import REGISTRY
+from comet_studio.core.detectors.registry import DEFAULT_DETECTOR, REGISTRY
 from comet_studio.core.io.atomic import write_json_atomic, write_text_atomic
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES
 
@@ -47,7 +47,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--methods", type=_list(str, "--methods"), default=("baseline", "comet", "trust"),
                    help=f"comma-separated strategies (core/training/presets.py): {', '.join(STRATEGIES)}; "
                         f"{DEFAULT_STRATEGY} is the default strategy")
-    p.add_argument("--models", type=_list(str, "--models"), default=("simplenet",),
+    p.add_argument("--models", type=_list(str, "--models"), default=(DEFAULT_DETECTOR,),
                    help=f"comma-separated detectors: {', '.join(REGISTRY)}")
     p.add_argument("--seeds", type=_list(int, "--seeds"), default=(0,))
     p.add_argument("--protocol", default="move", choices=["move", "overlap"],

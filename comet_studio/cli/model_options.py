@@ -9,7 +9,7 @@ import json
 from dataclasses import replace
 
 from comet_studio.core.config import BACKBONES, TEST_VIEWS
-from comet_studio.core.detectors.registry import REGISTRY, detector_names
+from comet_studio.core.detectors.registry import DEFAULT_DETECTOR, REGISTRY, detector_names
 from comet_studio.core.quality import DEFAULT_QUALITY, QUALITY, quality_configs
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES, strategy_config
 
@@ -17,7 +17,7 @@ __all__ = ["add_model_options", "configs_from_args"]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="simplenet", choices=list(REGISTRY),
+    p.add_argument("--model", default=DEFAULT_DETECTOR, choices=list(REGISTRY),
                    help=f"detector head ({' and '.join(detector_names(trains=False))} are training-free)")
     p.add_argument("--quality", default=DEFAULT_QUALITY, choices=list(QUALITY),
                    help="speed/strength preset (core/quality.py): "

@@ -123,7 +123,7 @@ class ModelConfig:
 
     detector: Literal[DETECTORS] = DEFAULT_DETECTOR
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    # here, one section per registered detector (_detector_sections): simplenet, flow, memory, patchcore
+    # here, one settings section per registry entry, named after it (_detector_sections)
     blur_sigma: float = 4.0
     tta: tuple[str, ...] = ()
     augment: tuple[str, ...] = ()

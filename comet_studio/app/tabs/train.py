@@ -16,7 +16,7 @@ import torch
 
 from ...core.config import (BACKBONES, TEST_VIEWS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig,
                             parse_views)
-from ...core.detectors.registry import REGISTRY
+from ...core.detectors.registry import DEFAULT_DETECTOR, REGISTRY
 from ...core.quality import DEFAULT_QUALITY, QUALITY
 from ...core.training.presets import comet_parts
 from ...viz.training import training_curves
@@ -44,7 +44,7 @@ class TrainRequest:
     """The Train form (or an API call) as plain values; ``configs()`` turns it into core configs."""
 
     folder: str
-    detector: str = "simplenet"
+    detector: str = DEFAULT_DETECTOR
     backbone: str = "efficientnet-lite0"
     image_size: int = 256
     rounds: int = 12
@@ -124,7 +124,7 @@ def create_ui(ctx: AppContext) -> TrainUI:
             with gr.Column(scale=1, min_width=300):
                 preset = gr.Radio(list(PRESETS), value="CoMet", label="Strategy")
                 parts = gr.CheckboxGroup(list(PARTS), value=PRESETS["CoMet"], label="CoMet parts")
-                detector = gr.Dropdown(list(REGISTRY), value="simplenet", label="Detector head")
+                detector = gr.Dropdown(list(REGISTRY), value=DEFAULT_DETECTOR, label="Detector head")
                 default = QUALITY[DEFAULT_QUALITY]
                 quality = gr.Radio(list(QUALITY), value=DEFAULT_QUALITY, label="Quality (sets backbone, size, rounds)",
                                    info="; ".join(f"{name}: {q.summary}" for name, q in QUALITY.items()),
@@ -254,7 +254,7 @@ def bind_events(ctx: AppContext) -> None:
 
 
 def _register_api(ctx: AppContext) -> None:
-    def start_training_api(folder: str, detector: str = "simplenet", backbone: str = "efficientnet-lite0",
+    def start_training_api(folder: str, detector: str = DEFAULT_DETECTOR, backbone: str = "efficientnet-lite0",
                            image_size: int = 256, rounds: int = 12, steps_per_round: int = 20,
                            iqr_k: float = 1.5, soft_weights: bool = True, refine: bool = False, meta: bool = True,
                            adaptive_l2: bool = True, device: str = "auto", seed: int = 0,

@@ -39,7 +39,6 @@ class PatchCoreConfig:
         check_range("top_k", self.top_k, 0.0, 1.0)
 
 
-
 @torch.no_grad()
 def random_projection(features: torch.Tensor, dim: int, generator: torch.Generator,
                       device: torch.device | str = "cpu") -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from ...core.config import BACKBONES, BackboneConfig, ModelConfig, TrainConfig, parse_views, with_settings
 from ...core.data.mvtec import is_mvtec_category
-from ...core.detectors.registry import REGISTRY
+from ...core.detectors.registry import DEFAULT_DETECTOR, REGISTRY
 from ...core.training.presets import STRATEGIES, strategy_config
 
 __all__ = ["METHODS", "MODELS", "BenchConfig", "Cell", "build_cells", "find_categories", "cell_configs"]
@@ -31,7 +31,7 @@ class BenchConfig:
 
     noise: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)
     methods: tuple[str, ...] = ("baseline", "refine", "comet")
-    models: tuple[str, ...] = ("simplenet",)
+    models: tuple[str, ...] = (DEFAULT_DETECTOR,)
     seeds: tuple[int, ...] = (0,)
     categories: tuple[str, ...] | None = None
     protocol: Literal["move", "overlap"] = "move"
@@ -67,7 +67,7 @@ class BenchConfig:
         object.__setattr__(self, "tta", parse_views(self.tta, "tta"))
         object.__setattr__(self, "augment", parse_views(self.augment, "augment"))
         object.__setattr__(self, "model_settings", tuple((str(k), v) for k, v in dict(self.model_settings).items()))
-        self.model_config("simplenet")
+        self.model_config(DEFAULT_DETECTOR)
         TrainConfig(device=self.device, **self.train_overrides())
 
     def model_config(self, detector: str) -> ModelConfig:
@@ -77,7 +77,7 @@ class BenchConfig:
                             image_size=self.image_size), tta=self.tta, augment=self.augment)
         return with_settings(model, dict(self.model_settings))
 
-    def backbone_config(self, detector: str = "simplenet") -> BackboneConfig:
+    def backbone_config(self, detector: str = DEFAULT_DETECTOR) -> BackboneConfig:
         """The features ``detector``'s cells are scored on (detectors may differ: ``pool_padding``)."""
         return self.model_config(detector).backbone
 

@@ -5,7 +5,7 @@ For each (category, noise, seed, protocol) of the grid this plants the same cont
 (``contaminate(cap_train(...))``: same training folder, planted copies included, same test images), then, one
 after the other in this process (same threads, device and machine, minutes apart):
 
-1. fits **our default** (``DEFAULT_STRATEGY`` on ``simplenet``) end to end from the image files (decoding and
+1. fits **our default** (``DEFAULT_STRATEGY`` on ``DEFAULT_DETECTOR``) end to end from the image files (decoding and
    feature extraction included, as anomalib's fit includes them) and times its prediction of the test images;
 2. fits and times each peer model (``anomalib_peer.py``) the same way.
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ...core.data import ContaminatedSet, contaminate, load_mvtec
+from ...core.detectors.registry import DEFAULT_DETECTOR
 from ...core.evaluation import aupro, f1_max, image_auroc, pixel_auroc
 from ...core.evaluation.evaluate import read_masks
 from ...core.features import resolve_device
@@ -43,7 +44,7 @@ __all__ = ["PEERS", "PEER_COLUMNS", "OURS", "check_peers", "run_peers", "read_pe
            "peer_key", "peers_markdown"]
 
 PEERS = ("anomalib",)
-OURS = ("simplenet", DEFAULT_STRATEGY)  # the default the peers are timed against
+OURS = (DEFAULT_DETECTOR, DEFAULT_STRATEGY)  # the default the peers are timed against
 GROUP_KEY = ("category", "noise", "seed", "protocol")
 SHARED = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
 PEER_COLUMNS = ("category", "model", "noise", "seed", "protocol", "fit_seconds", "predict_images_per_second",
