@@ -78,8 +78,9 @@ def wait_for_job(client, job_id: str, timeout: float = 120.0) -> dict:
 
 
 def train(client, folder: Path, **options) -> dict:
-    """Start a tiny training through the API and wait for it; returns the final status."""
-    settings = {"image_size": TINY, "rounds": 2, "steps_per_round": 3, **options}
+    """Start a tiny training through the API and wait for it; returns the final status. SimpleNet unless
+    ``detector`` says otherwise: these tests drive rounds, stops and loss landscapes, which a trained head has."""
+    settings = {"detector": "simplenet", "image_size": TINY, "rounds": 2, "steps_per_round": 3, **options}
     started = client.predict(str(folder), api_name="/start_training", **settings)
     status = wait_for_job(client, started["job_id"])
     assert status["run_id"] == started["run_id"]

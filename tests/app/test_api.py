@@ -32,6 +32,25 @@ def test_training_finishes_and_writes_a_run(trained, studio):
         assert (run_dir / name).exists(), name
 
 
+def test_the_default_detector_trains_through_the_api_without_a_detector_named(client, studio):
+    """What a new user gets: the memory ensemble behind the trust gate, one memory pass, weights in [0, 1],
+    and a status line that speaks of memory passes, not of losses it does not have."""
+    from comet_studio.app.tabs.train import status_markdown
+    from comet_studio.core.detectors.registry import DEFAULT_DETECTOR
+
+    started = client.predict(str(studio.folder), image_size=TINY, api_name="/start_training")
+    status = wait_for_job(client, started["job_id"])
+    assert status["status"] == "done", status["error"]
+    run = json.loads((studio.runs_dir / started["run_id"] / "run.json").read_text())
+    assert run["model"]["detector"] == DEFAULT_DETECTOR == "memory"
+    assert run["model"]["backbone"]["pool_padding"] == "zeros"
+    assert len(status["history"]) >= 1
+    rows = client.predict(started["run_id"], api_name="/run_samples")
+    assert len(rows) == 12 and all(0.0 <= r["weight"] <= 1.0 for r in rows)
+    text = status_markdown(status)
+    assert "memory pass 1" in text and "train loss" not in text
+
+
 def test_runs_are_listed(client, trained):
     runs = client.predict(api_name="/list_runs")
     assert trained["run_id"] in [r["run_id"] for r in runs]
@@ -107,8 +126,8 @@ def test_export_zip_holds_the_model_and_the_weights(client, trained, studio):
 
 
 def test_stop_keeps_the_best_model_so_far(client, studio):
-    started = client.predict(str(studio.folder), image_size=TINY, rounds=200, steps_per_round=5,
-                             api_name="/start_training")
+    started = client.predict(str(studio.folder), detector="simplenet", image_size=TINY, rounds=200,
+                             steps_per_round=5, api_name="/start_training")
     for _ in range(600):
         status = client.predict(started["job_id"], api_name="/job_status")
         if status["history"]:
@@ -124,10 +143,10 @@ def test_stop_keeps_the_best_model_so_far(client, studio):
 
 def test_two_runs_at_once_keep_to_their_own_folders(client, studio):
     """Two browser tabs (or clients) training at the same time each get their own run folder."""
-    a = client.predict(str(studio.folder), image_size=TINY, rounds=1, steps_per_round=2, iqr_k=1.0,
-                       api_name="/start_training")
-    b = client.predict(str(studio.folder), image_size=TINY, rounds=2, steps_per_round=2, iqr_k=3.0,
-                       api_name="/start_training")
+    a = client.predict(str(studio.folder), detector="simplenet", image_size=TINY, rounds=1, steps_per_round=2,
+                       iqr_k=1.0, api_name="/start_training")
+    b = client.predict(str(studio.folder), detector="simplenet", image_size=TINY, rounds=2, steps_per_round=2,
+                       iqr_k=3.0, api_name="/start_training")
     assert a["run_id"] != b["run_id"]
     final_a, final_b = wait_for_job(client, a["job_id"]), wait_for_job(client, b["job_id"])
     assert final_a["status"] == final_b["status"] == "done"

@@ -112,8 +112,8 @@ def test_uploads_and_served_files_stay_apart(clients, shared, alices):
 
 
 def test_a_users_stop_reaches_only_their_own_job(clients, shared):
-    started = clients["alice"].predict(str(shared[2]), image_size=TINY, rounds=50, steps_per_round=5,
-                                       api_name="/start_training")
+    started = clients["alice"].predict(str(shared[2]), detector="simplenet", image_size=TINY, rounds=50,
+                                       steps_per_round=5, api_name="/start_training")
     with pytest.raises(AppError, match="no job with id"):
         clients["bob"].predict(started["job_id"], api_name="/stop_job")
     assert clients["alice"].predict(started["job_id"], api_name="/job_status")["status"] == "running"

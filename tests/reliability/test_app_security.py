@@ -219,8 +219,8 @@ def test_four_clients_train_and_predict_at_once(studio):
 
     def session(k: int) -> dict:
         client = Client(studio.url, verbose=False)
-        started = client.predict(str(studio.folder), image_size=TINY, rounds=1 + k % 2, steps_per_round=2,
-                                 seed=100 + k, iqr_k=1.0 + k, api_name="/start_training")
+        started = client.predict(str(studio.folder), detector="simplenet", image_size=TINY, rounds=1 + k % 2,
+                                 steps_per_round=2, seed=100 + k, iqr_k=1.0 + k, api_name="/start_training")
         status = wait_for_job(client, started["job_id"], timeout=240)
         _, _, summary, table, _ = client.predict(status["run_id"], [], str(image), 0.5, api_name="/predict")
         return {"k": k, "status": status, "summary": summary, "rows": table["data"]}

@@ -31,8 +31,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
 SEED = os.environ.get("COMET_RELIABILITY_SEED", "0")  # another seed, other random points (soak runs)
 ROUNDS = 3  # in-process runs
 CLI_ROUNDS = 12  # a process to interrupt: ~0.25 s a round here, so a signal up to 1 s after round 1 lands mid-run
-CLI_OPTIONS = ["--image-size", str(TINY), "--rounds", str(CLI_ROUNDS), "--steps", "3", "--device", "cpu"]
-MODEL = ModelConfig(backbone=BackboneConfig(image_size=TINY))
+CLI_OPTIONS = ["--model", "simplenet", "--image-size", str(TINY), "--rounds", str(CLI_ROUNDS), "--steps", "3",
+               "--device", "cpu"]
+MODEL = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=TINY))  # resumable rounds
 
 
 def _train_config(rounds: int = ROUNDS) -> TrainConfig:
@@ -99,7 +100,7 @@ def test_resume_refuses_a_run_whose_settings_changed(folder, features, tmp_path)
                   callback=_killed_after(1))
     with pytest.raises(ValueError, match=r"train\.rounds \(3 then, 8 now\)"):
         train_run(folder, out, MODEL, _train_config(rounds=8), features=features, resume=True)
-    other_model = ModelConfig(backbone=BackboneConfig(image_size=2 * TINY))
+    other_model = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=2 * TINY))
     with pytest.raises(ValueError, match=r"model\.backbone\.image_size \(64 then, 128 now\)"):
         train_run(folder, out, other_model, _train_config(), resume=True)
     with pytest.raises(ValueError, match="overrides"):
@@ -252,8 +253,8 @@ def test_app_stop_at_a_random_point_keeps_a_resumable_run(client, studio):
     from tests.app.conftest import wait_for_job
 
     rounds = 20  # long enough that a Stop 0.5-2.5 s after the start always lands before the last round
-    started = client.predict(str(studio.folder), image_size=TINY, rounds=rounds, steps_per_round=3,
-                             api_name="/start_training")
+    started = client.predict(str(studio.folder), detector="simplenet", image_size=TINY, rounds=rounds,
+                             steps_per_round=3, api_name="/start_training")
     time.sleep(random.Random(f"app stop-{SEED}").uniform(0.5, 2.5))
     client.predict(started["job_id"], api_name="/stop_job")
     final = wait_for_job(client, started["job_id"])

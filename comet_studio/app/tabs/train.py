@@ -37,6 +37,8 @@ _PART_LABELS = {part: label for label, part in PARTS.items()}
 PRESETS = {label: [_PART_LABELS[part] for part in comet_parts(strategy)] for label, strategy in STRATEGY_LABELS.items()}
 IMAGE_SIZES = [64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512]
 N_LOWEST = 16
+# The form's and the API's defaults are the core's: read, never retyped.
+_BACKBONE, _TRAIN = BackboneConfig(), TrainConfig()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,17 +47,17 @@ class TrainRequest:
 
     folder: str
     detector: str = DEFAULT_DETECTOR
-    backbone: str = "efficientnet-lite0"
-    image_size: int = 256
-    rounds: int = 12
-    steps_per_round: int = 20
-    iqr_k: float = 1.5
-    soft_weights: bool = True
-    refine: bool = False
-    meta: bool = True
-    adaptive_l2: bool = True
-    device: str = "auto"
-    seed: int = 0
+    backbone: str = _BACKBONE.name
+    image_size: int = _BACKBONE.image_size
+    rounds: int = _TRAIN.rounds
+    steps_per_round: int = _TRAIN.steps_per_round
+    iqr_k: float = _TRAIN.comet.iqr_k
+    soft_weights: bool = _TRAIN.comet.soft_weights
+    refine: bool = _TRAIN.comet.refine
+    meta: bool = _TRAIN.comet.meta
+    adaptive_l2: bool = _TRAIN.comet.adaptive_l2
+    device: str = _TRAIN.device
+    seed: int = _TRAIN.seed
     overrides_from: str = ""
     tta: tuple[str, ...] = ()  # test-time views (ModelConfig.tta)
     augment: tuple[str, ...] = ()  # training views (ModelConfig.augment)
@@ -95,9 +97,14 @@ def status_markdown(snapshot: dict[str, Any]) -> str:
         lines.append(f"{stage} {progress} · ETA {_duration(snapshot['eta_seconds'])} for this stage")
     if history:
         last = history[-1]
-        lines.append(f"round {last['round'] + 1}: train loss {last['train_loss']:.4g}, val loss "
-                     f"{last['val_loss']:.4g}, lambda {last['lambda']:.3g}, IQR threshold {last['threshold']:.4g}, "
-                     f"mean weight {last['mean_weight']:.3f}, best round {last['best_round'] + 1}")
+        weights = (f"IQR threshold {last['threshold']:.4g}, mean weight {last['mean_weight']:.3f}, "
+                   f"best round {last['best_round'] + 1}")
+        loss = last.get("train_loss")  # NaN, or None after JSON, for a training-free memory
+        if isinstance(loss, (int, float)) and math.isfinite(loss):
+            lines.append(f"round {last['round'] + 1}: train loss {last['train_loss']:.4g}, val loss "
+                         f"{last['val_loss']:.4g}, lambda {last['lambda']:.3g}, {weights}")
+        else:  # a training-free memory: a round is a memory pass, there is no loss
+            lines.append(f"memory pass {last['round'] + 1}: {weights}")
     if snapshot["status"] == "failed":
         lines.append(f"**Error:** {snapshot['error']}")
     elif snapshot["status"] == "stopped":
@@ -133,8 +140,10 @@ def create_ui(ctx: AppContext) -> TrainUI:
                 image_size = gr.Dropdown(IMAGE_SIZES, value=default.image_size, label="Image size (px)",
                                          elem_id="train-image-size")
                 rounds = gr.Slider(1, 50, value=default.rounds, step=1, label="Rounds", elem_id="train-rounds")
-                steps = gr.Slider(1, 200, value=20, step=1, label="Steps per round", elem_id="train-steps")
-                iqr_k = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="IQR k (threshold T = Q3 + k * IQR)")
+                steps = gr.Slider(1, 200, value=_TRAIN.steps_per_round, step=1, label="Steps per round",
+                                  elem_id="train-steps")
+                iqr_k = gr.Slider(0.0, 5.0, value=_TRAIN.comet.iqr_k, step=0.1,
+                                  label="IQR k (threshold T = Q3 + k * IQR)")
                 with gr.Accordion("Views (parts in any orientation or light)", open=False):
                     tta = gr.CheckboxGroup(list(TEST_VIEWS), value=[], label="Test-time views",
                                            info="each image is also scored through these; one backbone pass each",
@@ -142,7 +151,7 @@ def create_ui(ctx: AppContext) -> TrainUI:
                     augment = gr.CheckboxGroup(list(TEST_VIEWS), value=[], label="Training views",
                                                info="each training image is also learnt through these",
                                                elem_id="train-augment")
-                device = gr.Radio(["auto", "cpu"] + (["cuda"] if gpu else []), value="auto",
+                device = gr.Radio(["auto", "cpu"] + (["cuda"] if gpu else []), value=_TRAIN.device,
                                   label=f"Device ({'GPU found' if gpu else 'no GPU found: CPU'})")
                 overrides_from = run_dropdown(ctx, "Apply the overrides of run", "train-overrides-from",
                                               optional=True)
@@ -254,10 +263,13 @@ def bind_events(ctx: AppContext) -> None:
 
 
 def _register_api(ctx: AppContext) -> None:
-    def start_training_api(folder: str, detector: str = DEFAULT_DETECTOR, backbone: str = "efficientnet-lite0",
-                           image_size: int = 256, rounds: int = 12, steps_per_round: int = 20,
-                           iqr_k: float = 1.5, soft_weights: bool = True, refine: bool = False, meta: bool = True,
-                           adaptive_l2: bool = True, device: str = "auto", seed: int = 0,
+    d = TrainRequest(folder="")  # the defaults, once
+
+    def start_training_api(folder: str, detector: str = d.detector, backbone: str = d.backbone,
+                           image_size: int = d.image_size, rounds: int = d.rounds,
+                           steps_per_round: int = d.steps_per_round, iqr_k: float = d.iqr_k,
+                           soft_weights: bool = d.soft_weights, refine: bool = d.refine, meta: bool = d.meta,
+                           adaptive_l2: bool = d.adaptive_l2, device: str = d.device, seed: int = d.seed,
                            overrides_from: str = "", tta: str = "", augment: str = "",
                            http: gr.Request = None) -> dict:
         """Start training on a folder under a data root; returns {job_id, run_id}. Poll /job_status.

@@ -42,7 +42,7 @@ class MemoryConfig:
     (the image score is the exact one in nearly every image, at a third of the work); 1 = every patch.
     ``probe`` < 1: on a CPU, each memory is split by seeded k-means into clusters of ~200 patches and a
     query is measured exactly against the ``probe`` fraction of clusters nearest to it, nothing else
-    (``clustered_search``: ~8x less arithmetic at 1/8, image scores within 2e-3 relative (median) on
+    (``clustered_search``: ~8x less arithmetic at 1/8, image scores within 4e-3 relative (median) on
     magnetic tile); 1 = search every stored patch. A GPU, and an exported graph, always score every patch exactly.
 
     ``top_k``: the image score is the mean of the highest 5% of patch scores. A random memory misses some rare

@@ -16,9 +16,9 @@ from comet_studio.workflows.plant import (CategoryJob, PlantCategory, find_plant
 from tests.conftest import TINY
 from tests.unit.workflows.plant_fixtures import BROKEN_CATEGORY, GOOD_CATEGORIES, build_plant
 
-MODEL = ModelConfig(backbone=BackboneConfig(image_size=TINY))
+MODEL = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=TINY))  # rounds to stop between
 TRAIN = TrainConfig(rounds=1, steps_per_round=2, device="cpu")
-CLI_OPTIONS = ["--image-size", str(TINY), "--rounds", "1", "--steps", "2", "--device", "cpu"]
+CLI_OPTIONS = ["--model", "simplenet", "--image-size", str(TINY), "--rounds", "1", "--steps", "2", "--device", "cpu"]
 IMAGES = {"cookies": 10, "magnetic_tile": 10, "solar_cells": 12}
 
 

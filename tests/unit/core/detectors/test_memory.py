@@ -188,7 +188,7 @@ def test_excluded_images_stay_out_of_the_memory(planted):
 def test_prior_blend_one_keeps_the_prior_weights(planted):
     _, features, mask = planted
     prior = memory_prior_scores(features, MemoryConfig(n_memories=2), seed=0)
-    config = ModelConfig(backbone=BackboneConfig(image_size=SIZE))
+    config = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=SIZE))
     head = build_head(config, features.shape[1], tuple(features.shape[2:]))
     train = TrainConfig(rounds=1, steps_per_round=1, device="cpu", trust=TrustConfig(mode="blend"),
                         comet=CoMetConfig(meta=False, warmup_rounds=0, prior_blend=1.0))
@@ -203,7 +203,8 @@ def test_train_run_with_the_memory_prior_starts_from_the_prior_weights(planted_f
     computes the prior from ``TrainConfig`` and hands it to the trainer (blend 1: the weights are the prior's)."""
     root, _ = planted_folder
     _, features, mask = planted
-    config = ModelConfig(backbone=BackboneConfig(image_size=SIZE), memory=MemoryConfig(n_memories=2))
+    config = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=SIZE),
+                         memory=MemoryConfig(n_memories=2))
     train = TrainConfig(rounds=1, steps_per_round=1, device="cpu", prior="memory", seed=3,
                         trust=TrustConfig(mode="blend"),
                         comet=CoMetConfig(meta=False, warmup_rounds=0, prior_blend=1.0))

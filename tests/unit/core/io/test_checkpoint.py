@@ -19,7 +19,7 @@ from tests.conftest import TINY, good_tiles
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    model = ModelConfig(backbone=BackboneConfig(image_size=TINY))
+    model = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=TINY))
     train = TrainConfig(rounds=1, steps_per_round=2, batch_size=4, device="cpu", comet=CoMetConfig(task_size=4))
     directory = tmp_path_factory.mktemp("checkpoint") / "model"
     AnomalyModel(model, train=train).fit(good_tiles(8)).save(directory)

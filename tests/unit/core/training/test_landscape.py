@@ -18,7 +18,7 @@ from tests.conftest import TINY, good_tiles
 @pytest.fixture(scope="module")
 def trained() -> AnomalyModel:
     paths = [str(p) for p in good_tiles(12)]
-    config = ModelConfig(backbone=BackboneConfig(image_size=TINY))
+    config = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=TINY))
     train = TrainConfig(rounds=3, steps_per_round=10, comet=CoMetConfig.baseline(), device="cpu")
     return AnomalyModel(config, train=train).fit(paths)
 

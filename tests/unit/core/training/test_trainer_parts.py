@@ -16,7 +16,8 @@ from comet_studio.core.detectors.registry import REGISTRY
 from comet_studio.core.training import CoMetTrainer, TrainingControl
 from tests.conftest import TINY, good_tiles
 
-MODEL = ModelConfig(backbone=BackboneConfig(image_size=TINY), simplenet=SimpleNetConfig(hidden_dim=64))
+MODEL = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=TINY),
+                    simplenet=SimpleNetConfig(hidden_dim=64))
 TRAIN = TrainConfig(rounds=2, steps_per_round=2, batch_size=4, device="cpu", comet=CoMetConfig(task_size=4))
 
 

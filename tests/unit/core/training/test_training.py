@@ -17,7 +17,7 @@ from comet_studio.core.io import CheckpointError
 from comet_studio.workflows.run import read_samples, train_run
 
 SIZE = 128
-MODEL = ModelConfig(backbone=BackboneConfig(image_size=SIZE))
+MODEL = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=SIZE))
 
 
 def _train(rounds=4, steps=6, comet=None, seed=0):

@@ -16,13 +16,15 @@ from comet_studio.core.training.presets import STRATEGIES, strategy_config
 from comet_studio.core.training.weighting import robust_fence
 
 SIZE = 128
+# The trust strategy on a trained head (its patch weights, comebacks, threshold); memory + trust is tested below.
+MODEL = ModelConfig(detector="simplenet", backbone=BackboneConfig(image_size=SIZE))
 
 
 @pytest.fixture(scope="module")
 def planted(planted_folder):
     root, planted_paths = planted_folder
     paths = scan_folder(root).paths
-    model = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train=TrainConfig(device="cpu"))
+    model = AnomalyModel(MODEL, train=TrainConfig(device="cpu"))
     return paths, model.extract(paths), np.array([p in planted_paths for p in paths])
 
 
@@ -77,7 +79,7 @@ def test_default_training_gates_the_planted_images_out(planted):
     paths, features, mask = planted
     train = TrainConfig(rounds=2, steps_per_round=4, device="cpu", trust=TrustConfig(fence="lower", k=3))
     stages = []
-    model = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train=train).fit(
+    model = AnomalyModel(MODEL, train=train).fit(
         paths, features=features, progress=lambda stage, done, total: stages.append(stage),
         callback=lambda event: None)
     result = model.result_
@@ -93,7 +95,7 @@ def test_a_good_override_brings_an_image_back(planted):
     paths, features, mask = planted
     first = int(np.flatnonzero(mask)[0])
     train = TrainConfig(rounds=1, steps_per_round=2, device="cpu", trust=TrustConfig(fence="lower", k=3))
-    result = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train=train).fit(
+    result = AnomalyModel(MODEL, train=train).fit(
         paths, features=features, overrides={first: "good"}).result_
     assert result.weights[first] == 1.0 and not result.rejected[first]
     assert (result.weights[mask & (np.arange(len(mask)) != first)] == 0).all()
@@ -129,7 +131,7 @@ def test_a_run_folder_keeps_the_distrusted_patches_for_the_inspect_view(planted_
     root, planted_paths = planted_folder
     _, features, _ = planted
     train = TrainConfig(rounds=1, steps_per_round=2, device="cpu", trust=TrustConfig(fence="lower", k=3))
-    run = train_run(root, tmp_path / "run", ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train,
+    run = train_run(root, tmp_path / "run", MODEL, train,
                     features=features)
     distrusted = read_distrusted(run.run_dir)
     paths = [r["path"] for r in read_samples(run.run_dir)]
@@ -143,7 +145,7 @@ def test_a_run_folder_keeps_the_distrusted_patches_for_the_inspect_view(planted_
     changed = np.argwhere((outlined != image).any(axis=2))
     assert changed[:, 0].min() >= 16 and changed[:, 0].max() < 32  # only the marked cell's border
     assert changed[:, 1].min() >= 32 and changed[:, 1].max() < 48
-    plain = train_run(root, tmp_path / "plain", ModelConfig(backbone=BackboneConfig(image_size=SIZE)),
+    plain = train_run(root, tmp_path / "plain", MODEL,
                       TrainConfig(rounds=1, steps_per_round=2, device="cpu", prior="none"), features=features)
     assert read_distrusted(plain.run_dir) is None
 
@@ -196,7 +198,7 @@ def test_an_out_image_teaches_only_its_trusted_patches(planted):
     state = SampleWeights(np.where(out, 0.0, 1.0), out.copy(), 1.0, 0.0)
     weights = gate.training_weights(state, excluded)
     assert weights[first] == 0 and (weights[mask & (np.arange(len(mask)) != first)] == 1).all()
-    result = AnomalyModel(ModelConfig(backbone=BackboneConfig(image_size=SIZE)), train=TrainConfig(
+    result = AnomalyModel(MODEL, train=TrainConfig(
         rounds=1, steps_per_round=2, device="cpu", trust=trust)).fit(paths, features=features).result_
     assert (result.weights[mask] == 0).all() and result.rejected[mask].all()  # what the user sees
     off = OpinionGate.build(opinion.image_scores, opinion, TrainConfig(), grid)

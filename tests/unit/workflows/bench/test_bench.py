@@ -16,8 +16,8 @@ from comet_studio.core.data import load_mvtec
 from comet_studio.core.model import AnomalyModel
 from tests.conftest import TINY, good_tiles
 
-GRID = dict(noise=(0.0, 0.2), methods=("baseline", "comet"), seeds=(0,), image_size=TINY, rounds=2,
-            steps_per_round=2, device="cpu")
+GRID = dict(models=("simplenet",), noise=(0.0, 0.2), methods=("baseline", "comet"), seeds=(0,), image_size=TINY,
+            rounds=2, steps_per_round=2, device="cpu")
 
 
 class _Counter:
@@ -120,7 +120,8 @@ def test_resume_skips_finished_cells_and_reuses_cached_features(bench, monkeypat
 
 def test_cli_bench_reuses_the_same_folder(bench, capsys):
     result, _, root = bench
-    code = main(["bench", str(root), "--out", str(result.out_dir), "--noise", "0,0.2", "--methods", "baseline,comet",
+    code = main(["bench", str(root), "--out", str(result.out_dir), "--models", "simplenet", "--noise", "0,0.2",
+                 "--methods", "baseline,comet",
                  "--image-size", str(TINY), "--rounds", "2", "--steps", "2", "--device", "cpu", "--no-png"])
     printed = capsys.readouterr().out
     assert code == 0 and "0 cell(s) run now" in printed and "| simplenet | comet |" in printed
