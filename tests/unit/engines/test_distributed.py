@@ -118,7 +118,10 @@ def test_predict_local_and_ray_write_the_same_files(cluster, one_thread, run_dir
                                        for i, r in enumerate(rows) if not r["error"])
     for name in heatmaps:
         a, b = (np.asarray(Image.open(tmp_path / d / name), dtype=int) for d in ("local", "ray"))
-        assert a.shape == b.shape and np.abs(a - b).max() <= 1
+        # Scores agree to 1e-5, but one that sits on a colour-map boundary lands in the next of 256 JET colours:
+        # up to 5 levels a channel, 2-3 after the 0.45 blend. Rare pixels may do that; no pixel may do more.
+        diff = np.abs(a - b).max(axis=2)
+        assert a.shape == b.shape and diff.max() <= 3 and (diff > 1).mean() < 0.01
 
 
 def test_predict_to_parquet_on_ray_matches_the_local_csv(cluster, one_thread, run_dir, inputs, tmp_path):
