@@ -4,7 +4,8 @@
     python docs/results/default_detector.py            # rewrite README.md in place
     python docs/results/default_detector.py --check    # exit 1 if README.md is out of date
 
-Raw rows: the memory ensemble's (zero-padded features, its default) in ``default_detector_memory.csv``,
+Raw rows: the memory ensemble's (zero-padded features, its default; plain, + trust and + trust+trim) in
+``default_detector_memory.csv``,
 SimpleNet's (plain and + trust, "inside" features, its default) in ``cpu_bench_<set>/results.csv``. For each
 held-out set the candidate with the highest mean image AUROC over the other two sets' cells (clean and 10 / 20 /
 40% ``overlap``, seed means) is picked, and reported on the held-out set.
@@ -28,6 +29,7 @@ RESULTS = ROOT / "docs/results"
 SETS = (("cookies", "cookies"), ("elpv", "ELPV"), ("magnetic_tile", "magnetic tile"))
 CANDIDATES = (  # (model, method, label, raw rows): the first is the new default
     ("memory", "trust", "**memory + trust (new default)**", "memory"),
+    ("memory", "trust+trim", "memory + trust+trim (two trimming rounds)", "memory"),
     ("memory", "baseline", "memory ensemble, plain", "memory"),
     ("simplenet", "baseline", "SimpleNet, plain", "simplenet"),
     ("simplenet", "trust", "SimpleNet + trust (previous default)", "simplenet"),
