@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -56,6 +58,11 @@ def strategy_name(comet: dict) -> str:
     return name + (" + refine" if "refine" in on else "")
 
 
+def _number(value: Any) -> float:
+    """A number from run.json: NaN where it is absent or null (strict JSON writes NaN as null)."""
+    return math.nan if value is None else float(value)
+
+
 def read_run(path: Path) -> RunInfo | None:
     """The run in ``path``, or None while it has no run.json (still training, or stopped before the end)."""
     try:
@@ -66,7 +73,7 @@ def read_run(path: Path) -> RunInfo | None:
     return RunInfo(id=path.name, path=path, data=str(meta.get("data", "")), n_images=int(meta.get("n_images", 0)),
                    detector=str(model.get("detector", "?")), strategy=strategy_name(train.get("comet", {})),
                    image_size=int(model.get("backbone", {}).get("image_size", 0)),
-                   stopped=bool(meta.get("stopped", False)), threshold=float(meta.get("threshold", float("nan"))))
+                   stopped=bool(meta.get("stopped", False)), threshold=_number(meta.get("threshold")))
 
 
 def list_runs(runs_dir: Path) -> list[RunInfo]:

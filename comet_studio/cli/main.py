@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -89,6 +89,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from comet_studio.core.data import load_mvtec
     from comet_studio.core.evaluation import evaluate_model
+    from comet_studio.core.io.atomic import write_json_atomic
     from comet_studio.core.model import AnomalyModel
 
     model = AnomalyModel.load(args.run_dir, device=args.device)
@@ -99,9 +100,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     out = Path(args.out) if args.out else Path(args.run_dir) / "metrics.json"
-    out.write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(out, metrics)  # strict JSON: a metric that does not apply is null, not NaN
     for key, value in metrics.items():
-        print(f"{key:>16}: {value:.4f}" if isinstance(value, float) else f"{key:>16}: {value}")
+        if isinstance(value, float):
+            print(f"{key:>17}: {value:.4f}" if math.isfinite(value) else f"{key:>17}: n/a")
+        else:
+            print(f"{key:>17}: {value}")
     print(f"wrote {out}")
     return 0
 

@@ -222,7 +222,7 @@ def train_run(
 
     def on_round(event: RoundEvent) -> None:
         history.append(event.summary())
-        write_text_atomic(out / "history.json", json.dumps(history, indent=2))
+        write_json_atomic(out / "history.json", history)
         if callback is not None:
             callback(event)
 

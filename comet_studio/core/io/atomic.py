@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_csv_atomic"]
+__all__ = ["atomic_path", "write_text_atomic", "json_text", "write_json_atomic", "write_csv_atomic"]
 
 # The process umask, read once at import (os.umask can only be read by setting it, which is not thread-safe).
 _UMASK = os.umask(0)
@@ -54,10 +55,27 @@ def write_text_atomic(target: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_json_atomic(target: str | Path, data: dict[str, Any]) -> None:
-    """Replace ``target`` with ``data`` as indented JSON atomically: a crash or a second writer never leaves
-    half a file."""
-    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=False))
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_text(data: Any) -> str:
+    """``data`` as indented, strict JSON: NaN and infinities (a training-free memory's losses, pixel metrics
+    without masks) become ``null``, which every JSON reader accepts; Python's ``NaN`` token breaks ``jq``,
+    browsers' ``JSON.parse`` and most other languages' parsers."""
+    return json.dumps(_finite(data), indent=2, sort_keys=False, allow_nan=False)
+
+
+def write_json_atomic(target: str | Path, data: Any) -> None:
+    """Replace ``target`` with ``data`` as strict JSON (``json_text``) atomically: a crash or a second writer
+    never leaves half a file."""
+    write_text_atomic(target, json_text(data))
 
 
 def write_csv_atomic(target: str | Path, rows: Iterable[dict], fieldnames: Sequence[str], *,
