@@ -8,7 +8,9 @@ keep (``_select``); storing, scoring, leave-one-out and checkpoint loading live 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
@@ -17,11 +19,30 @@ from .clustered_search import MIN_ROWS, ClusteredBank
 from .coarse_fine import coarse_to_fine
 from .fast_search import ShortlistBank, native_bf16
 
-__all__ = ["nearest_distance", "flat_patches", "memory_size", "PatchMemoryHead"]
+__all__ = ["nearest_distance", "flat_patches", "memory_size", "exact_search", "PatchMemoryHead"]
 
 # Distance entries computed per block: 16 MiB of float32 on the CPU, 128 MiB on a GPU (bigger matmuls
 # keep it busy). Bounds peak memory whatever the number of queries or stored patches.
 _BLOCK = {"cpu": 1 << 22, "cuda": 1 << 25}
+
+
+_EXACT: ContextVar[bool] = ContextVar("exact_search", default=False)
+
+
+@contextmanager
+def exact_search() -> Iterator[None]:
+    """Inside: every patch scored exactly in float32 (the CPU speed-ups off), as an exported graph scores it.
+    The reference an export is checked against: the clustered search and the coarse grid would differ from
+    the graph by their tolerance, not by a fault of the export."""
+    token = _EXACT.set(True)
+    try:
+        yield
+    finally:
+        _EXACT.reset(token)
+
+
+def _exact() -> bool:
+    return _EXACT.get() or torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 def flat_patches(features: torch.Tensor) -> torch.Tensor:
@@ -62,7 +83,7 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, query_owner: 
         return _finish(_partial_squared(query, bank).min(dim=1).values, query)
     block = block or _BLOCK.get(queries.device.type, _BLOCK["cpu"])
     n_bank = bank.shape[0]
-    if candidates > 0 and queries.device.type == "cpu" and n_bank <= block and native_bf16():
+    if candidates > 0 and not _EXACT.get() and queries.device.type == "cpu" and n_bank <= block and native_bf16():
         return _shortlist_distance(queries, bank, query_owner, bank_owner, block, candidates)
     bank_step = min(n_bank, block)
     query_step = max(1, block // bank_step)
@@ -184,8 +205,7 @@ class PatchMemoryHead(DetectorHead):
 
     # -- scoring -------------------------------------------------------------------------------------------
     def _uses_clusters(self, patches: torch.Tensor) -> bool:
-        tracing = torch.jit.is_tracing() or torch.compiler.is_exporting()
-        return (self.probe < 1 and not tracing and patches.device.type == "cpu"
+        return (self.probe < 1 and not _exact() and patches.device.type == "cpu"
                 and self.memory.shape[1] >= MIN_ROWS)
 
     def _clustered_banks(self) -> list[ClusteredBank]:
@@ -223,9 +243,8 @@ class PatchMemoryHead(DetectorHead):
 
     def _stride(self, features: torch.Tensor) -> int:
         # A grid under 24 patches a side (below 192 px) is cheap already and too coarse to skip patches.
-        tracing = torch.jit.is_tracing() or torch.compiler.is_exporting()
         small = min(features.shape[2], features.shape[3]) < 24
-        return 1 if tracing or small or features.device.type != "cpu" else self.query_stride
+        return 1 if _exact() or small or features.device.type != "cpu" else self.query_stride
 
     @torch.no_grad()
     def training_scores(self, features: torch.Tensor, batch_size: int = 8,

@@ -224,3 +224,28 @@ def test_export_errors_and_atomic_writes(model, tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "previous export"  # the old file is untouched, and no temp file is left
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_a_memory_big_enough_for_the_cpu_speed_ups_exports_and_verifies(tmp_path):
+    """On a CPU a memory of real size is scored by the clustered search on a coarse grid (within their
+    tolerance of the exact search); the graph scores every patch exactly. The export's check must compare the
+    graph with the exact scores: against the fast ones it refused every default model of real size."""
+    from comet_studio.core.config import with_settings
+    from comet_studio.core.detectors.nearest import exact_search
+
+    # 192 px: a 24 x 24 grid (the coarse grid's smallest); 2 memories of all 12 x 576 patches (>= 4,096 rows).
+    config = with_settings(ModelConfig(backbone=BackboneConfig(image_size=192)),
+                           {"memory.n_memories": 2, "memory.fraction": 1.0})
+    model = AnomalyModel(config, train=TrainConfig(device="cpu")).fit([str(p) for p in good_tiles(12)])
+    images = [str(p) for p in _test_images()]
+    fast = model.predict(images).image_score
+    with exact_search():
+        exact = model.predict(images).image_score
+    assert not np.allclose(fast, exact, rtol=0, atol=1e-6)  # the speed-ups are on: this is the case that failed
+    path = export_model(model, tmp_path / "model.onnx")  # raises ExportError if the graph is not faithful
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    frames = np.stack([load_resized(p, 192) for p in images[:3]])
+    got = session.run(["image_score"], {"images": frames})[0]
+    with exact_search():
+        want = model.predict(images[:3]).image_score
+    assert np.allclose(got, want, rtol=0, atol=1e-3)
