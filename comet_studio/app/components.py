@@ -49,6 +49,7 @@ class TrainUI:
     seen: gr.State
     tta: gr.CheckboxGroup
     augment: gr.CheckboxGroup
+    memories: gr.Slider
 
 
 @dataclass

@@ -13,6 +13,7 @@ from comet_studio.cli.model_options import parse_settings
 from comet_studio.cli.progress import StageBars
 from comet_studio.core.detectors.registry import DEFAULT_DETECTOR, REGISTRY
 from comet_studio.core.io.atomic import write_json_atomic, write_text_atomic
+from comet_studio.core.quality import QUALITY
 from comet_studio.core.training.presets import DEFAULT_STRATEGY, STRATEGIES
 
 __all__ = ["add_bench_parser", "cmd_bench"]
@@ -75,6 +76,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--speed-images", type=int, default=32, help="--speed: real images to time on")
     p.add_argument("--speed-skip-exact", action="store_true",
                    help="--speed: do not also time the memory's exact float32 search (slow on a CPU)")
+    p.add_argument("--speed-presets", type=_list(str, "--speed-presets"), default=tuple(QUALITY),
+                   help=f"--speed: the --quality presets to time end to end (default: {','.join(QUALITY)})")
     add_engine_options(p, jobs="one task per category's feature extraction, then one per grid cell (grid only)")
     p.set_defaults(func=cmd_bench)
 
@@ -140,7 +143,7 @@ def _speed(args: argparse.Namespace) -> int:
 
     config = SpeedConfig(backbones=args.backbones, image_size=args.image_size, device=args.device,
                          n_images=args.speed_images, rounds=args.rounds, steps_per_round=args.steps,
-                         exact_reference=not args.speed_skip_exact)
+                         exact_reference=not args.speed_skip_exact, presets=args.speed_presets)
     root = Path(args.data_root) if args.data_root else _default_speed_root()
     images = speed_images(root, config.n_images)
     print(f"speed bench on {len(images)} images from {root}; requested device {args.device}, "

@@ -44,6 +44,7 @@ def test_the_default_detector_trains_through_the_api_without_a_detector_named(cl
     run = json.loads((studio.runs_dir / started["run_id"] / "run.json").read_text())
     assert run["model"]["detector"] == DEFAULT_DETECTOR == "memory"
     assert run["model"]["backbone"]["pool_padding"] == "zeros"
+    assert run["model"]["memory"]["n_memories"] == 8  # the default preset's
     assert len(status["history"]) >= 1
     rows = client.predict(started["run_id"], api_name="/run_samples")
     assert len(rows) == 12 and all(0.0 <= r["weight"] <= 1.0 for r in rows)
@@ -123,6 +124,16 @@ def test_export_zip_holds_the_model_and_the_weights(client, trained, studio):
     assert len(samples) == 12
     assert {s["path"]: s["override"] for s in samples}[rows[2]["image"]] == "exclude"
     assert "model.safetensors" in listing
+
+
+def test_the_memories_of_the_fast_preset_reach_the_run(client, studio):
+    from comet_studio.core.quality import QUALITY
+
+    started = client.predict(str(studio.folder), image_size=TINY, memories=QUALITY["fast"].memories,
+                             api_name="/start_training")
+    assert wait_for_job(client, started["job_id"])["status"] == "done"
+    run = json.loads((studio.runs_dir / started["run_id"] / "run.json").read_text())
+    assert run["model"]["memory"]["n_memories"] == QUALITY["fast"].memories == 4
 
 
 def test_stop_keeps_the_best_model_so_far(client, studio):

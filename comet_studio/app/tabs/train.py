@@ -16,6 +16,7 @@ import torch
 
 from ...core.config import (BACKBONES, TEST_VIEWS, BackboneConfig, CoMetConfig, ModelConfig, TrainConfig,
                             parse_views)
+from ...core.detectors.memory import MemoryConfig
 from ...core.detectors.registry import DEFAULT_DETECTOR, REGISTRY
 from ...core.quality import DEFAULT_QUALITY, QUALITY
 from ...core.training.presets import comet_parts
@@ -38,7 +39,7 @@ PRESETS = {label: [_PART_LABELS[part] for part in comet_parts(strategy)] for lab
 IMAGE_SIZES = [64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512]
 N_LOWEST = 16
 # The form's and the API's defaults are the core's: read, never retyped.
-_BACKBONE, _TRAIN = BackboneConfig(), TrainConfig()
+_BACKBONE, _TRAIN, _MEMORY = BackboneConfig(), TrainConfig(), MemoryConfig()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +52,7 @@ class TrainRequest:
     image_size: int = _BACKBONE.image_size
     rounds: int = _TRAIN.rounds
     steps_per_round: int = _TRAIN.steps_per_round
+    memories: int = _MEMORY.n_memories  # sparse memories of the memory ensemble (MemoryConfig.n_memories)
     iqr_k: float = _TRAIN.comet.iqr_k
     soft_weights: bool = _TRAIN.comet.soft_weights
     refine: bool = _TRAIN.comet.refine
@@ -65,7 +67,7 @@ class TrainRequest:
     def configs(self) -> tuple[ModelConfig, TrainConfig]:
         model = ModelConfig(detector=self.detector,
                             backbone=BackboneConfig(name=self.backbone, image_size=int(self.image_size)),
-                            tta=self.tta, augment=self.augment)
+                            memory=MemoryConfig(n_memories=int(self.memories)), tta=self.tta, augment=self.augment)
         comet = CoMetConfig(soft_weights=self.soft_weights, refine=self.refine, meta=self.meta,
                             adaptive_l2=self.adaptive_l2, iqr_k=float(self.iqr_k))
         train = TrainConfig(rounds=int(self.rounds), steps_per_round=int(self.steps_per_round), comet=comet,
@@ -133,12 +135,16 @@ def create_ui(ctx: AppContext) -> TrainUI:
                 parts = gr.CheckboxGroup(list(PARTS), value=PRESETS["CoMet"], label="CoMet parts")
                 detector = gr.Dropdown(list(REGISTRY), value=DEFAULT_DETECTOR, label="Detector head")
                 default = QUALITY[DEFAULT_QUALITY]
-                quality = gr.Radio(list(QUALITY), value=DEFAULT_QUALITY, label="Quality (sets backbone, size, rounds)",
+                quality = gr.Radio(list(QUALITY), value=DEFAULT_QUALITY,
+                                   label="Quality (sets backbone, size, memories, rounds)",
                                    info="; ".join(f"{name}: {q.summary}" for name, q in QUALITY.items()),
                                    elem_id="train-quality")
                 backbone = gr.Dropdown(list(BACKBONES), value=default.backbone, label="Backbone")
                 image_size = gr.Dropdown(IMAGE_SIZES, value=default.image_size, label="Image size (px)",
                                          elem_id="train-image-size")
+                memories = gr.Slider(1, 32, value=default.memories, step=1, label="Memories (memory detector)",
+                                     info="sparse random memories: more = steadier scores, slower fit and inference",
+                                     elem_id="train-memories")
                 rounds = gr.Slider(1, 50, value=default.rounds, step=1, label="Rounds", elem_id="train-rounds")
                 steps = gr.Slider(1, 200, value=_TRAIN.steps_per_round, step=1, label="Steps per round",
                                   elem_id="train-steps")
@@ -169,13 +175,13 @@ def create_ui(ctx: AppContext) -> TrainUI:
         seen = gr.State(None)
     ctx.train = TrainUI(tab, preset, parts, detector, quality, backbone, image_size, rounds, steps, iqr_k, device,
                         overrides_from, start, stop, folder_note, job, status, curves, weights, timer, seen,
-                        tta, augment)
+                        tta, augment, memories)
     return ctx.train
 
 
-def _quality_values(name: str) -> tuple[str, int, int]:
+def _quality_values(name: str) -> tuple[str, int, int, int]:
     preset = QUALITY[name]
-    return preset.backbone, preset.image_size, preset.rounds
+    return preset.backbone, preset.image_size, preset.memories, preset.rounds
 
 
 def _folder_note(folder: str) -> str:
@@ -215,10 +221,11 @@ def bind_events(ctx: AppContext) -> None:
 
     @user_errors
     def on_start(folder, detector, backbone, image_size, rounds, steps, iqr_k, parts, device, overrides_from,
-                 tta, augment, http: gr.Request):
+                 tta, augment, memories, http: gr.Request):
         chosen = {PARTS[p] for p in parts or []}
         request = TrainRequest(folder=folder, detector=detector, backbone=backbone, image_size=int(image_size),
-                               rounds=int(rounds), steps_per_round=int(steps), iqr_k=float(iqr_k),
+                               rounds=int(rounds), steps_per_round=int(steps), memories=int(memories),
+                               iqr_k=float(iqr_k),
                                device=device, overrides_from=overrides_from or "", tta=tuple(tta or ()),
                                augment=tuple(augment or ()), **{key: key in chosen for key in PARTS.values()})
         model_config, train_config = request.configs()
@@ -243,9 +250,10 @@ def bind_events(ctx: AppContext) -> None:
 
     view_outputs = [ui.status, ui.curves, ui.weights, ui.seen, ui.timer]
     ui.preset.input(lambda name: PRESETS[name], ui.preset, ui.parts, api_visibility="private")
-    ui.quality.input(_quality_values, ui.quality, [ui.backbone, ui.image_size, ui.rounds], api_visibility="private")
+    ui.quality.input(_quality_values, ui.quality, [ui.backbone, ui.image_size, ui.memories, ui.rounds],
+                     api_visibility="private")
     ui.start.click(on_start, [ctx.data.folder, ui.detector, ui.backbone, ui.image_size, ui.rounds, ui.steps,
-                              ui.iqr_k, ui.parts, ui.device, ui.overrides_from, ui.tta, ui.augment],
+                              ui.iqr_k, ui.parts, ui.device, ui.overrides_from, ui.tta, ui.augment, ui.memories],
                    [ui.job, *view_outputs],
                    api_visibility="private")
     ui.stop.click(on_stop, ui.job, None, api_visibility="private")
@@ -267,7 +275,8 @@ def _register_api(ctx: AppContext) -> None:
 
     def start_training_api(folder: str, detector: str = d.detector, backbone: str = d.backbone,
                            image_size: int = d.image_size, rounds: int = d.rounds,
-                           steps_per_round: int = d.steps_per_round, iqr_k: float = d.iqr_k,
+                           steps_per_round: int = d.steps_per_round, memories: int = d.memories,
+                           iqr_k: float = d.iqr_k,
                            soft_weights: bool = d.soft_weights, refine: bool = d.refine, meta: bool = d.meta,
                            adaptive_l2: bool = d.adaptive_l2, device: str = d.device, seed: int = d.seed,
                            overrides_from: str = "", tta: str = "", augment: str = "",
@@ -275,7 +284,7 @@ def _register_api(ctx: AppContext) -> None:
         """Start training on a folder under a data root; returns {job_id, run_id}. Poll /job_status.
         ``tta``/``augment``: comma-separated test-time and training views, e.g. "hflip,rot90"."""
         request = TrainRequest(folder=folder, detector=detector, backbone=backbone, image_size=image_size,
-                               rounds=rounds, steps_per_round=steps_per_round, iqr_k=iqr_k,
+                               rounds=rounds, steps_per_round=steps_per_round, memories=memories, iqr_k=iqr_k,
                                soft_weights=soft_weights, refine=refine, meta=meta, adaptive_l2=adaptive_l2,
                                device=device, seed=seed, overrides_from=overrides_from,
                                tta=parse_views(tta, "tta"), augment=parse_views(augment, "augment"))

@@ -1,4 +1,5 @@
-"""Speed benchmark on real images: feature extraction, training rounds, memory fit, end-to-end inference.
+"""Speed benchmark on real images: feature extraction, training rounds, memory fit, end-to-end inference, and
+every ``--quality`` preset as a user runs it (the default detector and strategy).
 
 Every number is wall-clock time on this machine with the current torch thread count; a backbone whose
 weights are not installed is reported as ``unavailable: <reason>`` instead of failing the benchmark.
@@ -19,6 +20,7 @@ from ...core.data.transforms import load_resized, to_tensor
 from ...core.features import BackboneUnavailableError, resolve_device
 from ...core.model import AnomalyModel
 from ...core.progress import Progress
+from ...core.quality import QUALITY, quality_configs
 
 __all__ = ["SpeedConfig", "speed_images", "speed_bench", "speed_markdown"]
 
@@ -30,7 +32,10 @@ class SpeedConfig:
     ``steps_per_round``: ``None`` = TrainConfig's), the memory ensemble's fit (its leave-one-out pass) with
     the default search and, with ``exact_reference``, with the exact float32 search over every patch;
     inference (backbone + head + map + post-processing on up to 32 decoded images) times ``repeats``
-    passes at batch 1 and at batch 16 after one warm-up batch each."""
+    passes at batch 1 and at batch 16 after one warm-up batch each. Each of ``presets`` is then timed as
+    ``comet-studio train --quality NAME`` runs it: the default detector and strategy with the preset's
+    backbone, rounds and memories, extraction + fit, and its inference (at ``image_size``; ``rounds`` and
+    ``steps_per_round`` override every row, for quick looks)."""
 
     backbones: tuple[str, ...] = ("efficientnet-lite0", "efficientnet-lite2", "wide_resnet50_2")
     image_size: int = 256
@@ -40,9 +45,14 @@ class SpeedConfig:
     steps_per_round: int | None = None
     repeats: int = 3
     exact_reference: bool = True
+    presets: tuple[str, ...] = tuple(QUALITY)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backbones", tuple(self.backbones))
+        object.__setattr__(self, "presets", tuple(self.presets))
+        bad = [p for p in self.presets if p not in QUALITY]
+        if bad:
+            raise ValueError(f"unknown preset(s) {bad}; choose from {list(QUALITY)}")
         bad = [b for b in self.backbones if b not in BACKBONES]
         if bad or not self.backbones:
             raise ValueError(f"unknown or no backbone(s) {bad}; choose from {list(BACKBONES)}")
@@ -129,6 +139,32 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig, progress
     return result
 
 
+def _one_preset(name: str, paths: Sequence[str], config: SpeedConfig, progress: Progress | None) -> dict:
+    """One ``--quality`` preset end to end on ``paths``: extraction (decoding included), fit, inference."""
+    model_config, train = quality_configs(name, ModelConfig(), TrainConfig(device=config.device))
+    model_config = dataclasses.replace(model_config, backbone=dataclasses.replace(model_config.backbone,
+                                                                                  image_size=config.image_size))
+    train = dataclasses.replace(train, rounds=config.rounds or train.rounds,
+                                steps_per_round=config.steps_per_round or train.steps_per_round)
+    model = AnomalyModel(model_config, train=train)
+    try:
+        model.extract(paths[:2])
+    except BackboneUnavailableError as error:
+        return {"unavailable": str(error)}
+    start = time.perf_counter()
+    features = model.extract(paths, progress=progress)
+    extract = time.perf_counter() - start
+    start = time.perf_counter()
+    model.fit(paths, features=features, progress=progress)
+    fit = time.perf_counter() - start
+    images = to_tensor([load_resized(p, config.image_size) for p in paths[:32]])
+    return {"detector": model_config.detector, "backbone": model_config.backbone.name,
+            "image_size": config.image_size, "rounds": train.rounds, "n_memories": model_config.memory.n_memories,
+            "extract_seconds": extract, "fit_seconds": fit, "train_seconds": extract + fit,
+            "inference_images_per_second_batch1": _throughput(model, images, 1, config.repeats),
+            "inference_images_per_second_batch16": _throughput(model, images, 16, config.repeats)}
+
+
 def speed_images(root: str | Path, n: int) -> list[str]:
     """The first ``n`` training images of an MVTec category, of the first category under an MVTec root, or
     of a plain folder (recursively)."""
@@ -155,6 +191,7 @@ def speed_bench(images: Sequence[str | Path], config: SpeedConfig | None = None,
             else "CPU", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "n_images": len(paths), "settings": config_to_dict(config)}
     info["backbones"] = {name: _one_backbone(name, paths, config, progress) for name in config.backbones}
+    info["presets"] = {name: _one_preset(name, paths, config, progress) for name in config.presets}
     return info
 
 
@@ -184,4 +221,16 @@ def speed_markdown(result: dict) -> str:
                 "memory_inference_images_per_second_batch16", "memory_exact_fit_seconds",
                 "memory_exact_inference_images_per_second_batch16")
         lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |")
+    if result.get("presets"):
+        lines += ["", "Presets as `comet-studio train --quality NAME` runs them (the default detector and strategy; "
+                  "train s = extraction + fit, on the same images):", "",
+                  "| preset | detector | backbone | memories | rounds | train s | of which fit s | "
+                  "infer img/s @1 | infer img/s @16 |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in result["presets"].items():
+            if "unavailable" in r:
+                lines.append(f"| {name} | unavailable: {r['unavailable']} | | | | | | | |")
+                continue
+            keys = ("detector", "backbone", "n_memories", "rounds", "train_seconds", "fit_seconds",
+                    "inference_images_per_second_batch1", "inference_images_per_second_batch16")
+            lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |")
     return "\n".join(lines) + "\n"

@@ -14,6 +14,8 @@ from comet_studio.workflows.bench.features import cache_path
 from comet_studio.workflows.bench.grid import Cell, cell_configs
 from comet_studio.core.data import load_mvtec
 from comet_studio.core.model import AnomalyModel
+from comet_studio.core.detectors.registry import DEFAULT_DETECTOR
+from comet_studio.core.quality import QUALITY
 from tests.conftest import TINY, good_tiles
 
 GRID = dict(models=("simplenet",), noise=(0.0, 0.2), methods=("baseline", "comet"), seeds=(0,), image_size=TINY,
@@ -181,7 +183,7 @@ def test_speed_bench_returns_positive_numbers_and_reports_progress():
     heard: list[tuple[str, int, int]] = []
     result = speed_bench(good_tiles(8), SpeedConfig(backbones=("efficientnet-lite0", "wide_resnet50_2"),
                                                     image_size=TINY, device="cpu", n_images=8, rounds=1,
-                                                    steps_per_round=2, repeats=1),
+                                                    steps_per_round=2, repeats=1, presets=("fast",)),
                          progress=lambda stage, done, total: heard.append((stage, done, total)))
     stages = {stage for stage, _, _ in heard}
     # the extraction, the SimpleNet fit (the trust opinion, its rounds) and the memory's leave-one-out pass
@@ -197,13 +199,22 @@ def test_speed_bench_returns_positive_numbers_and_reports_progress():
         assert lite0[key] > 0, key
     wrn = result["backbones"]["wide_resnet50_2"]
     assert "unavailable" in wrn or wrn["extract_images_per_second"] > 0
+    fast = result["presets"]["fast"]  # the preset as `train --quality fast` runs it: the default detector
+    assert set(result["presets"]) == {"fast"} and fast["detector"] == DEFAULT_DETECTOR
+    assert fast["n_memories"] == QUALITY["fast"].memories
+    for key in ("train_seconds", "fit_seconds", "inference_images_per_second_batch1",
+                "inference_images_per_second_batch16"):
+        assert fast[key] > 0, key
+    with pytest.raises(ValueError, match="unknown preset"):
+        SpeedConfig(presets=("turbo",))
 
 
 def test_cli_speed_bench_writes_its_report(tiny_mvtec, tmp_path, capsys):
     code = main(["bench", "--speed", str(tiny_mvtec), "--out", str(tmp_path), "--backbones", "efficientnet-lite0",
                  "--image-size", str(TINY), "--speed-images", "8", "--rounds", "1", "--steps", "2",
-                 "--speed-skip-exact", "--device", "cpu"])
-    assert code == 0 and "| efficientnet-lite0 |" in capsys.readouterr().out
+                 "--speed-skip-exact", "--speed-presets", "default", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "| efficientnet-lite0 |" in out and f"| default | {DEFAULT_DETECTOR} |" in out
     report = json.loads((tmp_path / "speed.json").read_text())
     assert report["backbones"]["efficientnet-lite0"]["memory_fit_seconds"] > 0
     assert (tmp_path / "speed.md").read_text().startswith("# CoMet Studio speed")
