@@ -21,11 +21,26 @@ from comet_studio.cli.train_all import add_train_all_parser
 __all__ = ["main", "build_parser"]
 
 
+def default_run_dir(data_dir: str | Path, runs: Path = Path("runs")) -> Path:
+    """``runs/<data folder's name>``, or the first free ``-2``, ``-3``... beside it: a run without ``--out``
+    never replaces an earlier run's model or overrides (retrain into a run with ``--out`` to keep them)."""
+    name = Path(data_dir).resolve().name or "run"
+    candidate, index = runs / name, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        index += 1
+        candidate = runs / f"{name}-{index}"
+    return candidate
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from comet_studio.core.features.cache import StopRequested
     from comet_studio.workflows.run import train_run
 
     model_config, train_config = configs_from_args(args)
+    if args.out is None:
+        if args.resume:
+            raise ValueError("--resume needs --out: the run folder to continue")
+        args.out = str(default_run_dir(args.data_dir))
     stop = threading.Event()
     bars = StageBars()
 
@@ -127,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a detector on a raw folder or an MVTec category")
     p.add_argument("data_dir", help="folder of images (recursive), or an MVTec category root (uses its train/)")
-    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--out", default=None,
+                   help="run folder to write (default: runs/<folder name>, or runs/<folder name>-2... when taken)")
     p.add_argument("--resume", action="store_true",
                    help="continue a stopped or killed run in --out after its last completed round (same folder "
                         "and options; refused, saying what changed, otherwise)")

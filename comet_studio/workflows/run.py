@@ -203,8 +203,8 @@ def train_run(
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     folder = data if isinstance(data, ImageFolder) else training_folder(data)
+    out.mkdir(parents=True, exist_ok=True)  # after the scan: a folder that cannot train leaves no empty run behind
     _write_skipped(out / "skipped.csv", folder)
     overrides = read_overrides(out) if overrides is None else dict(overrides)
     unknown = sorted(set(overrides) - set(folder.paths))

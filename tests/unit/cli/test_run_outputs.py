@@ -1,4 +1,4 @@
-"""The files a run writes are strict JSON: any reader (jq, a browser, another language) can parse them."""
+"""What `train` and `evaluate` write: strict JSON any reader parses, and a new run folder when none is named."""
 
 from __future__ import annotations
 
@@ -37,3 +37,16 @@ def test_a_default_run_and_its_evaluation_write_strict_json(tiny_mvtec, tmp_path
     metrics = _strict((run / "metrics.json").read_text())
     assert metrics["n_test"] == 12 and 0.0 <= metrics["image_auroc"] <= 1.0
     assert "image_auroc: " in capsys.readouterr().out
+
+
+def test_train_without_out_writes_a_new_run_folder_each_time(tiny_mvtec, tmp_path, monkeypatch, capsys):
+    """`comet-studio train FOLDER`, as a new user types it: runs/<folder name>, then -2, never over a model."""
+    monkeypatch.chdir(tmp_path)
+    assert cli(["train", str(tmp_path / "missing")]) == 2  # a folder that cannot train leaves no run behind
+    assert not (tmp_path / "runs").exists()
+    for expected in ("tile", "tile-2"):
+        assert cli(["train", str(tiny_mvtec), "--image-size", "96", "--device", "cpu"]) == 0
+        assert f"run written to runs/{expected}" in capsys.readouterr().out
+        assert (tmp_path / "runs" / expected / "model" / "model.safetensors").exists()
+    assert cli(["train", str(tiny_mvtec), "--resume"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
