@@ -21,15 +21,19 @@ from comet_studio.cli.train_all import add_train_all_parser
 __all__ = ["main", "build_parser"]
 
 
-def default_run_dir(data_dir: str | Path, runs: Path = Path("runs")) -> Path:
-    """``runs/<data folder's name>``, or the first free ``-2``, ``-3``... beside it: a run without ``--out``
-    never replaces an earlier run's model or overrides (retrain into a run with ``--out`` to keep them)."""
-    name = Path(data_dir).resolve().name or "run"
-    candidate, index = runs / name, 1
-    while candidate.exists() and any(candidate.iterdir()):
+def fresh_folder(parent: Path, name: str) -> Path:
+    """``parent/name``, or the first free ``name-2``, ``name-3``... beside it (an empty folder counts as free)."""
+    candidate, index = parent / name, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
         index += 1
-        candidate = runs / f"{name}-{index}"
+        candidate = parent / f"{name}-{index}"
     return candidate
+
+
+def default_run_dir(data_dir: str | Path, runs: Path = Path("runs")) -> Path:
+    """``runs/<data folder's name>`` (``fresh_folder``): a run without ``--out`` never replaces an earlier
+    run's model or overrides (retrain into a run with ``--out`` to keep them)."""
+    return fresh_folder(runs, Path(data_dir).resolve().name or "run")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -78,6 +82,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from comet_studio.workflows.predict.batch_predict import predict_images
 
+    if args.out is None:  # predictions/<run or model name>, a new folder each time
+        source = Path(args.run_dir).resolve()
+        args.out = str(fresh_folder(Path("predictions"), (source.stem if source.is_file() else source.name) or "run"))
     with tqdm(desc="predict", unit="img", dynamic_ncols=True) as bar:  # no total: the listing streams
         summary = predict_images(args.run_dir, args.images, args.out, engine=args.engine, address=args.address,
                                  device=args.device, heatmaps=not args.no_heatmaps, fmt=args.format,
@@ -156,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run folder, its model/ folder, or an exported .safetensors or .onnx file")
     p.add_argument("images", nargs="+", help="image files, folders, and/or .txt files listing image paths (one per "
                                              "line; relative paths are relative to the list file)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="folder to write predictions.csv and heatmaps/ to (default: "
+                                               "predictions/<run name>, or predictions/<run name>-2... when taken)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64, help="images per chunk")
     p.add_argument("--no-heatmaps", action="store_true")

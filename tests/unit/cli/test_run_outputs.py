@@ -50,3 +50,8 @@ def test_train_without_out_writes_a_new_run_folder_each_time(tiny_mvtec, tmp_pat
         assert (tmp_path / "runs" / expected / "model" / "model.safetensors").exists()
     assert cli(["train", str(tiny_mvtec), "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
+    # predict without --out: predictions/<run name>, a new folder each time
+    for expected in ("tile", "tile-2"):
+        assert cli(["predict", "runs/tile", str(tiny_mvtec / "test" / "crack"), "--device", "cpu",
+                    "--no-heatmaps"]) == 0
+        assert f"wrote predictions/{expected}/predictions.csv" in capsys.readouterr().out
