@@ -5,10 +5,12 @@
     python docs/results/default_detector.py --check    # exit 1 if README.md is out of date
 
 Raw rows: the memory ensemble's (zero-padded features, its default; plain, + trust and + trust+trim) in
-``default_detector_memory.csv``,
+``default_detector_memory.csv``, memory + trust with memories of 5% of the patches in
+``default_detector_memory_fraction005.csv``,
 SimpleNet's (plain and + trust, "inside" features, its default) in ``cpu_bench_<set>/results.csv``. For each
 held-out set the candidate with the highest mean image AUROC over the other two sets' cells (clean and 10 / 20 /
-40% ``overlap``, seed means) is picked, and reported on the held-out set.
+40% ``overlap``, seed means) is picked, and reported on the held-out set; only candidates with all 3 seeds of
+every cell compete.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from comet_studio.workflows.bench.runner import read_results  # noqa: E402
 
 RESULTS = ROOT / "docs/results"
 SETS = (("cookies", "cookies"), ("elpv", "ELPV"), ("magnetic_tile", "magnetic tile"))
-CANDIDATES = (  # (model, method, label, raw rows): the first is the new default
-    ("memory", "trust", "**memory + trust (new default)**", "memory"),
-    ("memory", "trust+trim", "memory + trust+trim (two trimming rounds)", "memory"),
-    ("memory", "baseline", "memory ensemble, plain", "memory"),
+MEMORY = "default_detector_memory.csv"
+CANDIDATES = (  # (model, method, label, raw rows: a file in docs/results, or "simplenet"): the first is the default
+    ("memory", "trust", "**memory + trust (new default)**", MEMORY),
+    ("memory", "trust+trim", "memory + trust+trim (two trimming rounds)", MEMORY),
+    ("memory", "baseline", "memory ensemble, plain", MEMORY),
+    ("memory", "trust", "memory + trust, memories of 5% (`--set memory.fraction=0.05`)",
+     "default_detector_memory_fraction005.csv"),
     ("simplenet", "baseline", "SimpleNet, plain", "simplenet"),
     ("simplenet", "trust", "SimpleNet + trust (previous default)", "simplenet"),
 )
@@ -42,21 +47,23 @@ BEGIN, END = "<!-- default-detector:begin -->", "<!-- default-detector:end -->"
 
 
 def _rows(category: str, source: str) -> list[dict]:
-    path = RESULTS / ("default_detector_memory.csv" if source == "memory" else f"cpu_bench_{category}/results.csv")
+    path = RESULTS / (f"cpu_bench_{category}/results.csv" if source == "simplenet" else source)
+    if not path.exists():
+        return []
     return [r for r in read_results(path) if r["category"] == category and not r["error"]
             and (r["protocol"] == "overlap" or float(r["noise"]) == 0)]
 
 
 def cells() -> dict[tuple, list[float]]:
-    """(category, model, method, noise, metric) -> the seeds' values."""
+    """(category, candidate label, noise, metric) -> the seeds' values."""
     found: dict[tuple, list[float]] = {}
     for category, _ in SETS:
-        for model, method, _, source in CANDIDATES:
+        for model, method, label, source in CANDIDATES:
             for r in _rows(category, source):
                 if (r["model"], r["method"]) != (model, method):
                     continue
                 for metric, _ in METRICS:
-                    found.setdefault((category, model, method, float(r["noise"]), metric), []).append(float(r[metric]))
+                    found.setdefault((category, label, float(r["noise"]), metric), []).append(float(r[metric]))
     return found
 
 
@@ -73,23 +80,27 @@ def _fmt(values: list[float] | None) -> str:
     return text if len(values) == 3 else f"{text} [{len(values)} seed{'s' * (len(values) > 1)}]"
 
 
-def _score(found: dict, category: str, model: str, method: str) -> float:
-    return _mean([_mean(found.get((category, model, method, n, "image_auroc"))) for n in NOISES])
+def _score(found: dict, category: str, label: str) -> float:
+    return _mean([_mean(found.get((category, label, n, "image_auroc"))) for n in NOISES])
+
+
+def _complete(found: dict, label: str) -> bool:
+    """Every set's every cell has its 3 seeds: a candidate with fewer is shown, never picked."""
+    return all(len(found.get((c, label, n, "image_auroc"), [])) == 3 for c, _ in SETS for n in NOISES)
 
 
 def loo_lines(found: dict) -> list[str]:
     lines = ["| held out | picked on the other two (mean image AUROC there) | held-out image AUROC, clean / 10 / 20 / "
              "40% | best other candidate there |", "|---|---|---|---|"]
-    for held, label in SETS:
+    labels = [c[2] for c in CANDIDATES if _complete(found, c[2])]
+    for held, set_label in SETS:
         others = [c for c, _ in SETS if c != held]
-        picks = sorted(CANDIDATES, key=lambda c: -np.mean([_score(found, o, c[0], c[1]) for o in others]))
-        model, method, name, _ = picks[0]
-        there = np.mean([_score(found, o, model, method) for o in others])
-        values = " / ".join(f"{_mean(found.get((held, model, method, n, 'image_auroc'))):.3f}" for n in NOISES)
-        rival = max((c for c in CANDIDATES if c[:2] != (model, method)), key=lambda c: _score(found, held, c[0], c[1]))
-        rival_values = " / ".join(f"{_mean(found.get((held, rival[0], rival[1], n, 'image_auroc'))):.3f}"
-                                  for n in NOISES)
-        lines.append(f"| {label} | {name.strip('*')} ({there:.3f}) | {values} | {rival[2].strip('*')}: "
+        name = max(labels, key=lambda c: np.mean([_score(found, o, c) for o in others]))
+        there = np.mean([_score(found, o, name) for o in others])
+        values = " / ".join(f"{_mean(found.get((held, name, n, 'image_auroc'))):.3f}" for n in NOISES)
+        rival = max((c for c in labels if c != name), key=lambda c: _score(found, held, c))
+        rival_values = " / ".join(f"{_mean(found.get((held, rival, n, 'image_auroc'))):.3f}" for n in NOISES)
+        lines.append(f"| {set_label} | {name.strip('*')} ({there:.3f}) | {values} | {rival.strip('*')}: "
                      f"{rival_values} |")
     return lines
 
@@ -100,8 +111,8 @@ def set_tables(found: dict) -> list[str]:
         lines += ["", f"**{label}** (mean ± std over seeds 0, 1, 2; `overlap`; raw rows above):", "",
                   "| detector | metric | clean | 10% | 20% | 40% |", "|---|---|---|---|---|---|"]
         for metric, metric_label in METRICS:
-            for model, method, name, _ in CANDIDATES:
-                values = [_fmt(found.get((category, model, method, n, metric))) for n in NOISES]
+            for _, _, name, _ in CANDIDATES:
+                values = [_fmt(found.get((category, name, n, metric))) for n in NOISES]
                 if any(values):
                     lines.append(f"| {name} | {metric_label} | " + " | ".join(values) + " |")
     return lines
