@@ -97,11 +97,16 @@ def _memory(config: SpeedConfig, backbone: BackboneConfig, paths: Sequence[str],
     return {"fit_seconds": fit, "inference_images_per_second_batch16": _throughput(model, images, 16, config.repeats)}
 
 
-def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig, progress: Progress | None) -> dict:
+def _overridden(config: SpeedConfig, train: TrainConfig) -> TrainConfig:
+    """``train`` with the bench's ``rounds`` and ``steps_per_round`` where they are set (quick looks)."""
+    return dataclasses.replace(train, rounds=config.rounds or train.rounds,
+                               steps_per_round=config.steps_per_round or train.steps_per_round)
+
+
+def _one_backbone(name: str, paths: Sequence[str], images: torch.Tensor, config: SpeedConfig,
+                  progress: Progress | None) -> dict:
     backbone = BackboneConfig(name=name, image_size=config.image_size)
-    train = TrainConfig(device=config.device)  # the default strategy, rounds and steps unless overridden
-    train = dataclasses.replace(train, rounds=config.rounds or train.rounds,
-                                steps_per_round=config.steps_per_round or train.steps_per_round)
+    train = _overridden(config, TrainConfig(device=config.device))  # the default strategy
     model = AnomalyModel(ModelConfig(detector="simplenet", backbone=backbone), train=train)
     try:
         model.extract(paths[:2])  # builds the backbone (and fails here when its weights are missing)
@@ -117,7 +122,6 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig, progress
     fit_seconds = time.perf_counter() - start
     # Round 0 carries one-off costs (CUDA context, cuDNN autotuning, allocator growth): time the rest.
     rounds = [h["seconds"] for h in model.result_.history][1:] or [h["seconds"] for h in model.result_.history]
-    images = to_tensor([load_resized(p, config.image_size) for p in paths[:32]])
     result = {
         "feature_dim": int(features.shape[1]), "grid": list(features.shape[2:]),
         "extract_images_per_second": len(paths) / min(extract_seconds),
@@ -139,13 +143,13 @@ def _one_backbone(name: str, paths: Sequence[str], config: SpeedConfig, progress
     return result
 
 
-def _one_preset(name: str, paths: Sequence[str], config: SpeedConfig, progress: Progress | None) -> dict:
+def _one_preset(name: str, paths: Sequence[str], images: torch.Tensor, config: SpeedConfig,
+                progress: Progress | None) -> dict:
     """One ``--quality`` preset end to end on ``paths``: extraction (decoding included), fit, inference."""
     model_config, train = quality_configs(name, ModelConfig(), TrainConfig(device=config.device))
     model_config = dataclasses.replace(model_config, backbone=dataclasses.replace(model_config.backbone,
                                                                                   image_size=config.image_size))
-    train = dataclasses.replace(train, rounds=config.rounds or train.rounds,
-                                steps_per_round=config.steps_per_round or train.steps_per_round)
+    train = _overridden(config, train)
     model = AnomalyModel(model_config, train=train)
     try:
         model.extract(paths[:2])
@@ -157,7 +161,6 @@ def _one_preset(name: str, paths: Sequence[str], config: SpeedConfig, progress: 
     start = time.perf_counter()
     model.fit(paths, features=features, progress=progress)
     fit = time.perf_counter() - start
-    images = to_tensor([load_resized(p, config.image_size) for p in paths[:32]])
     return {"detector": model_config.detector, "backbone": model_config.backbone.name,
             "image_size": config.image_size, "rounds": train.rounds, "n_memories": model_config.memory.n_memories,
             "extract_seconds": extract, "fit_seconds": fit, "train_seconds": extract + fit,
@@ -190,8 +193,10 @@ def speed_bench(images: Sequence[str | Path], config: SpeedConfig | None = None,
     info = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
             else "CPU", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "n_images": len(paths), "settings": config_to_dict(config)}
-    info["backbones"] = {name: _one_backbone(name, paths, config, progress) for name in config.backbones}
-    info["presets"] = {name: _one_preset(name, paths, config, progress) for name in config.presets}
+    # The inference batches, decoded once for every row: up to 32 of the images at the bench's size.
+    images = to_tensor([load_resized(p, config.image_size) for p in paths[:32]])
+    info["backbones"] = {name: _one_backbone(name, paths, images, config, progress) for name in config.backbones}
+    info["presets"] = {name: _one_preset(name, paths, images, config, progress) for name in config.presets}
     return info
 
 
